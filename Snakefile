@@ -1,0 +1,20 @@
+# MAETok reproduction pipeline. Every table and figure of the paper is a target;
+# `snakemake --cores all` builds them all at the active scale (params.yaml: scale).
+# Rules live in workflow/rules/, Python helpers in workflow/rules/common.smk,
+# all the work in the `maetok` package (each rule runs one `maetok` subcommand).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_targets(),

@@ -1,0 +1,5 @@
+import sys
+
+from maetok.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""params.yaml strictness and schema <-> dataclass agreement."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import jsonschema
+import pytest
+import yaml
+
+from maetok import config as C
+
+
+@pytest.fixture
+def raw(repo) -> dict:
+    return yaml.safe_load((repo / "params.yaml").read_text())
+
+
+def test_params_yaml_loads_into_frozen_dataclasses(raw):
+    params = C.load_params(raw)
+    assert params.scale == "tiny"
+    assert params.active.data.image_size == 32
+    assert params.scales["paper"].data.image_size == 256
+    with pytest.raises(AttributeError):
+        params.seed = 1  # frozen
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["scales"]["tiny"]["data"].update(rooot="/x"), "unknown key 'scales.tiny.data.rooot'"),
+    (lambda d: d.update(extra=1), "unknown key 'extra'"),
+    (lambda d: d["scales"]["tiny"]["data"].pop("image_size"), "missing key 'scales.tiny.data.image_size'"),
+    (lambda d: d["scales"]["tiny"]["data"].update(image_size="32"), "scales.tiny.data.image_size: expected an integer"),
+    (lambda d: d["scales"]["tiny"]["data"].update(hflip="yes"), "scales.tiny.data.hflip: expected true/false"),
+    (lambda d: d.update(scale="huge"), "scale: 'huge' is not one of ['tiny', 'paper']"),
+    (lambda d: d["scales"]["tiny"]["data"].update(dataset="cifar"), "scales.tiny.data.dataset: 'cifar' is not one of"),
+    (lambda d: d["scales"]["tiny"]["data"].update(num_classes=0), "scales.tiny.data.num_classes: must be > 0"),
+    (lambda d: d["scales"].pop("paper"), "scales: must define exactly ['tiny', 'paper']"),
+])
+def test_bad_params_name_the_key_path(raw, mutate, message):
+    bad = copy.deepcopy(raw)
+    mutate(bad)
+    with pytest.raises(C.ConfigError) as e:
+        C.load_params(bad)
+    assert message in str(e.value)
+
+
+def test_float_written_as_1e_minus_4_gets_a_hint():
+    @C.dataclass(frozen=True)
+    class Opt:
+        lr: float = C.doc("learning rate")
+
+    with pytest.raises(C.ConfigError, match="write floats as 1.0e-4"):
+        C.from_dict(Opt, yaml.safe_load("lr: 1e-4"))
+    assert C.from_dict(Opt, yaml.safe_load("lr: 1.0e-4")).lr == pytest.approx(1e-4)
+
+
+def test_committed_schema_is_generated_from_the_dataclasses(repo):
+    committed = json.loads((repo / "workflow/schemas/params.schema.json").read_text())
+    assert committed == C.json_schema(), "run `maetok schema` after editing maetok/config.py"
+
+
+def _walk(schema: dict, path: str = ""):
+    yield path, schema
+    for key, sub in schema.get("properties", {}).items():
+        yield from _walk(sub, f"{path}.{key}" if path else key)
+
+
+def test_schema_is_strict_and_documented():
+    schema = C.json_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    for path, node in _walk(schema):
+        if node.get("type") == "object" and "properties" in node:
+            assert node["additionalProperties"] is False, path
+        if path:
+            assert node.get("description"), f"{path} has no description"
+
+
+def test_schema_and_dataclasses_agree_on_params_yaml(raw):
+    jsonschema.Draft202012Validator(C.json_schema()).validate(raw)
+    bad = copy.deepcopy(raw)
+    bad["scales"]["tiny"]["data"]["rooot"] = None
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(C.json_schema()).validate(bad)
+    with pytest.raises(C.ConfigError):
+        C.load_params(bad)
+
+
+def test_schema_keys_equal_dataclass_fields():
+    def keys(tp, schema, path):
+        assert set(schema["properties"]) == {f.name for f in C.dataclasses.fields(tp)}, path
+        hints = C.typing.get_type_hints(tp)
+        for f in C.dataclasses.fields(tp):
+            if C.dataclasses.is_dataclass(hints[f.name]):
+                keys(hints[f.name], schema["properties"][f.name], f"{path}.{f.name}")
+
+    schema = C.json_schema()
+    for scale in C.SCALES:
+        keys(C.ScaleConfig, schema["properties"]["scales"]["properties"][scale], f"scales.{scale}")
+
+
+def test_deep_merge_overrides_leaves_and_keeps_the_rest():
+    base = {"a": {"b": 1, "c": [1, 2]}, "d": 3}
+    out = C.deep_merge(base, {"a": {"c": [9]}})
+    assert out == {"a": {"b": 1, "c": [9]}, "d": 3}
+    assert base["a"]["c"] == [1, 2]

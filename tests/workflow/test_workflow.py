@@ -1,0 +1,49 @@
+"""The Snakemake workflow parses, lints, dry-runs locally and with the Slurm profile,
+and stops on bad params before any job with a message naming the key path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def snakemake(repo, *args, timeout=120):
+    return subprocess.run([str(BIN / "snakemake"), *args], cwd=repo, capture_output=True, text=True, timeout=timeout)
+
+
+def test_dry_run(repo):
+    r = snakemake(repo, "-n", "--forceall")
+    assert r.returncode == 0, r.stderr
+    assert "prepare_data" in r.stdout
+
+
+def test_lint(repo):
+    r = snakemake(repo, "--lint")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_slurm_profile_dry_run(repo):
+    assert (repo / "slurm").is_symlink() and (repo / "slurm" / "config.yaml").is_file()
+    assert not (repo / "profiles" / "default").exists(), "profiles/default would override the slurm profile"
+    r = snakemake(repo, "--profile", "slurm", "-n", "--forceall")
+    assert r.returncode == 0, r.stderr
+    assert "slurm_partition=cpu" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("scales:\n  tiny:\n    data:\n      colour: rgb\n", "unknown key 'scales.tiny.data.colour'"),
+    ("scales:\n  tiny:\n    data:\n      image_size: '32'\n", "scales.tiny.data.image_size: expected an integer"),
+    ("scale: huge\n", "scale: 'huge' is not one of ['tiny', 'paper']"),
+])
+def test_bad_params_stop_before_any_job(repo, tmp_path, override, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(override)
+    r = snakemake(repo, "-n", "--configfile", str(bad))
+    assert r.returncode != 0
+    assert message in r.stdout + r.stderr
+    assert "Job stats" not in r.stdout

@@ -12,6 +12,9 @@ configfile: "params.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/tokenizer.smk"
+include: "workflow/rules/generator.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:

@@ -47,6 +47,83 @@ def cmd_prepare_data(args) -> int:
     return 0
 
 
+def _stage_config(args, **blocks):
+    """{name: dataclass} of a stage from --config-json (Snakemake) or params.yaml (--params/--scale/--variant).
+
+    `blocks` maps each top-level key to (dataclass, getter(params, variant)).
+    """
+    if args.config_json:
+        raw = json.loads(args.config_json)
+        out = {k: C.from_dict(cls, raw[k], k) for k, (cls, _) in blocks.items()}
+        out["seed"] = raw.get("seed", 0)
+        out["scale"] = raw.get("scale", "")
+        return out
+    params = _params(args)
+    out = {k: get(params, getattr(args, "variant", None)) for k, (_, get) in blocks.items()}
+    out["seed"], out["scale"] = params.seed, params.scale
+    return out
+
+
+TOKENIZER_BLOCKS = {
+    "tokenizer": (C.TokenizerConfig, lambda p, v: p.tokenizer(v or "maetok")),
+    "data": (C.DataConfig, lambda p, v: p.active.data),
+}
+
+
+def _tags(args, stage_cfg, stage: str) -> dict:
+    return {"scale": stage_cfg["scale"], "stage": stage, "variant": getattr(args, "variant", "") or "",
+            "tables": getattr(args, "tables", "") or ""}
+
+
+def cmd_train_standin(args) -> int:
+    from maetok.train import standins
+
+    cfg = _stage_config(args, standins=(C.StandinsConfig, lambda p, v: p.active.standins))
+    metrics = standins.run(args.role, cfg["standins"], args.data, args.out, cfg["seed"],
+                           _tags(args, cfg, "train_standin"))
+    acc = metrics.get("test_acc", metrics.get("knn_acc"))
+    print(f"train-standin {args.role}: held-out accuracy {acc:.4f}, wrote {args.out}")
+    return 0
+
+
+def _tokenizer_job(args, cfg, stage: int) -> int:
+    from maetok.train.tokenizer import Job, train
+
+    job = Job(data_dir=args.data, aux_dir=args.aux, out=args.out, ckpt_dir=args.ckpt_dir,
+              init=getattr(args, "init", "") or "", variant=args.variant or "", scale=cfg["scale"],
+              seed=cfg["seed"], tags=_tags(args, cfg, f"tokenizer_stage{stage}"))
+    metrics = train(cfg["tokenizer"], cfg["data"], job, stage)
+    print(f"stage {stage}: {metrics['steps']} steps in {metrics['seconds']} s "
+          f"({metrics['images_per_second']} img/s); final {metrics['final']}")
+    return 0
+
+
+def cmd_train_tokenizer(args) -> int:
+    return _tokenizer_job(args, _stage_config(args, **TOKENIZER_BLOCKS), 1)
+
+
+def cmd_finetune_decoder(args) -> int:
+    return _tokenizer_job(args, _stage_config(args, **TOKENIZER_BLOCKS), 2)
+
+
+def cmd_eval_reconstruction(args) -> int:
+    from maetok.eval import reconstruction
+
+    cfg = _stage_config(args, evaluation=(C.EvaluationConfig, lambda p, v: p.active.evaluation))
+    m = reconstruction.run(args.tokenizer, args.data, cfg["evaluation"], args.evaluator, args.out, args.grid,
+                           args.fid_cache, _tags(args, cfg, "eval_reconstruction"))
+    print(f"eval-reconstruction: rFID {m['rfid']:.3f}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f} "
+          f"(ood rFID {m['ood']['rfid']:.3f})")
+    return 0
+
+
+def cmd_model_info(args) -> int:
+    from maetok.models import info
+
+    print(json.dumps(info.model_info(args.name, **({"num_tokens": args.tokens} if args.tokens else {})), indent=2))
+    return 0
+
+
 def cmd_check_params(args) -> int:
     params = _params(args)
     print(f"{args.params}: OK (scale={params.scale})")
@@ -78,6 +155,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: results/<scale>/data)")
     p.set_defaults(func=cmd_prepare_data)
 
+    p = sub.add_parser("train-standin", help="train a tiny-scale stand-in network (teacher or FID evaluator)",
+                       description="Train a stand-in (DESIGN.md): teacher-dino (self-supervised), teacher-clip "
+                       "(supervised; also perceptual/discriminator net) or evaluator (FID features).")
+    _add_config_args(p)
+    p.add_argument("--role", required=True, choices=("teacher-dino", "teacher-clip", "evaluator"))
+    p.add_argument("--data", required=True, help="prepared data directory (results/<scale>/data)")
+    p.add_argument("--out", required=True, help="output weights (.safetensors); metrics go beside it (.json)")
+    p.set_defaults(func=cmd_train_standin)
+
+    for name, func, what in (("train-tokenizer", cmd_train_tokenizer, "stage 1: mask modeling + aux decoders "
+                              "(or an AE/VAE baseline)"),
+                             ("finetune-decoder", cmd_finetune_decoder, "stage 2: frozen encoder, pixel-decoder "
+                              "fine-tuning with the mask ratio annealed to 0")):
+        p = sub.add_parser(name, help=what, description=f"Tokenizer {what}. Resumes from --ckpt-dir; writes "
+                           "--out (weights + config) and a metrics JSON beside it.")
+        _add_config_args(p)
+        p.add_argument("--variant", help="tokenizer variant (params.yaml tokenizer_variants; default maetok)")
+        p.add_argument("--tables", default="", help="tables this run feeds (MLflow tag)")
+        p.add_argument("--data", required=True, help="prepared data directory")
+        p.add_argument("--aux", default="", help="directory of the stand-in networks (tiny scale)")
+        p.add_argument("--out", required=True, help="output .safetensors")
+        p.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (kept outside rule outputs)")
+        if name == "finetune-decoder":
+            p.add_argument("--init", required=True, help="the stage-1 tokenizer .safetensors")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("eval-reconstruction", help="rFID, PSNR, SSIM of a tokenizer (in- and out-of-domain)",
+                       description="Reconstruct the val split and the out-of-domain set; write metrics JSON + grid.")
+    _add_config_args(p)
+    p.add_argument("--variant", default="", help="tokenizer variant (MLflow tag)")
+    p.add_argument("--tables", default="", help="tables this run feeds (MLflow tag)")
+    p.add_argument("--tokenizer", required=True, help="tokenizer .safetensors")
+    p.add_argument("--data", required=True, help="prepared data directory")
+    p.add_argument("--evaluator", default=None, help="stand-in evaluator weights (tiny scale)")
+    p.add_argument("--fid-cache", required=True, help="directory for cached reference statistics")
+    p.add_argument("--out", required=True, help="metrics JSON")
+    p.add_argument("--grid", required=True, help="reconstruction grid PNG")
+    p.set_defaults(func=cmd_eval_reconstruction)
+
+    p = sub.add_parser("model-info", help="parameter counts (and generator GFLOPs) of a registry model",
+                       description="Print JSON with total and trainable parameters per component of a tokenizer "
+                       "(MAETok_models) or generator (SiT_models); generators also report forward GFLOPs.")
+    p.add_argument("name", help="registry name, e.g. MAETok-B/16 or SiT-XL/1")
+    p.add_argument("--tokens", type=int, help="latent tokens for generator GFLOPs (default 128)")
+    p.set_defaults(func=cmd_model_info)
+
+    from maetok.commands import generator as generator_commands
+
+    generator_commands.register(sub)
+
     p = sub.add_parser("check-params", help="validate params.yaml and exit",
                        description="Load params.yaml strictly; print the first problem with its key path.")
     _add_config_args(p)
@@ -91,17 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type, ...]:
+    """Exceptions that describe a user-fixable problem: printed as one message, exit code 2."""
+    from maetok.data import DataError
+    from maetok.train.checkpoint import CheckpointError
+    from maetok.train.utils import NonFiniteLossError
+
+    return C.ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (C.ConfigError, RuntimeError) as e:
-        from maetok.data import DataError
-
-        if isinstance(e, (C.ConfigError, DataError)):
-            print(f"maetok {args.command}: error: {e}", file=sys.stderr)
-            return 2
-        raise
+    except _user_errors() as e:
+        print(f"maetok {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

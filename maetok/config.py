@@ -32,9 +32,9 @@ class ConfigError(ValueError):
     """A params.yaml problem; the message names the key path and the fix."""
 
 
-def doc(text: str, **kw) -> Any:
-    """A dataclass field carrying its params.yaml description."""
-    return field(metadata={"doc": text}, **kw)
+def doc(text: str, choices: tuple | None = None, **kw) -> Any:
+    """A dataclass field carrying its params.yaml description (and, for strings, allowed values)."""
+    return field(metadata={"doc": text, "choices": choices}, **kw)
 
 
 # --------------------------------------------------------------------------- stages
@@ -55,9 +55,229 @@ class DataConfig:
         _positive(self, path, "image_size", "num_classes")
 
 
+AUX_TARGETS = ("pixel", "hog", "dino", "clip")
+
+
+@dataclass(frozen=True)
+class TokenizerModelConfig:
+    size: str = doc("Size from the registry `MAETok_models` (maetok/models/tokenizer.py): width, depth, heads, "
+                    "patch size.", choices=("MAETok-XS", "MAETok-T", "MAETok-S", "MAETok-B/16"))
+    num_latent_tokens: int = doc("L, the number of learnable 1D latent tokens (paper §4.1: 128).")
+    latent_dim: int = doc("H, the channel width of each latent token (paper §4.1: 32).")
+    latent_tokens: bool = doc("Learnable latent tokens (true, MAETok) or the image tokens themselves as latents "
+                              "(false; Table 6, 13a).")
+    bottleneck: Literal["ae", "vae"] = doc("Plain AE (MAETok, paper §3.1) or VAE with a KL term (Table 1a baseline).")
+    kl_weight: float = doc("Weight of the VAE KL term (ignored for `ae`).")
+    pos_embed: Literal["rope_mixed", "rope_axial", "ape"] = doc(
+        "Image-token positions: learnable RoPE-Mixed (official checkpoint), fixed axial 2D RoPE (paper text), "
+        "or learned absolute (`ape`, Table 13b).")
+    enc_abs_pos: bool = doc("Also add the official code's learned absolute table + cls token in the encoder "
+                            "(spec §10.11; the paper text has RoPE only).")
+    decoder_block: Literal["modulated", "plain"] = doc(
+        "Pixel-decoder blocks: latent-modulated (official code, spec §10.12) or plain ViT blocks (paper text).")
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    enabled: bool = doc("Mask modeling at the encoder (stage 1). false for the AE/VAE baselines.")
+    ratio_low: float = doc("Lower bound of the per-batch mask ratio (paper §4.1: 0.4).")
+    ratio_high: float = doc("Upper bound of the per-batch mask ratio (paper §4.1: 0.6).")
+    distribution: Literal["truncnorm", "uniform"] = doc(
+        "Law of the per-batch ratio: the official truncated normal N(0.6, 0.25) on [low, high] (spec §10.10), "
+        "or uniform.")
+
+    def check(self, path: str) -> None:
+        if not 0.0 <= self.ratio_low <= self.ratio_high < 1.0:
+            raise ConfigError(f"{_at(path, 'ratio_low')}/{_at(path, 'ratio_high')}: need 0 <= low <= high < 1, "
+                              f"got low={self.ratio_low}, high={self.ratio_high}")
+
+
+@dataclass(frozen=True)
+class AuxLossConfig:
+    pixel: Literal["mse", "cosine"] = doc("Loss of the pixel target (paper Eq. 8: MSE).")
+    hog: Literal["mse", "cosine"] = doc("Loss of the HOG target (paper and code: MSE).")
+    dino: Literal["mse", "cosine"] = doc("Loss of the DINO-type target (paper: MSE; code: negative cosine).")
+    clip: Literal["mse", "cosine"] = doc("Loss of the CLIP-type target (paper: MSE; code: negative cosine).")
+
+
+@dataclass(frozen=True)
+class AuxConfig:
+    targets: list[Literal["pixel", "hog", "dino", "clip"]] = doc(
+        "Auxiliary shallow decoders, one per target (paper §3.2: hog, dino, clip).")
+    depth: Literal["linear", 1, 3, 6, 12] = doc("Blocks per aux decoder, or a single linear layer (Table 1d; "
+                                                "paper default 3).")
+    weight: float = doc("Weight of each aux loss in Eq. 8 (code: 1.0).")
+    loss: AuxLossConfig = doc("Per-target loss type (paper/code disagree, spec §10.1).")
+
+    def check(self, path: str) -> None:
+        if len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"{_at(path, 'targets')}: duplicate target in {list(self.targets)}")
+
+
+@dataclass(frozen=True)
+class NetworksConfig:
+    kind: Literal["standin", "pretrained"] = doc(
+        "`standin`: small networks trained by `train_teacher` (tiny scale, STAND-IN for DINOv2/SigLIP/LPIPS/DINO); "
+        "`pretrained`: the paper's networks from the local weight files below.")
+    dino_model: str = doc("timm name of the DINO-type teacher (paper: DINOv2-L).")
+    dino_weights: str = doc("Local weight file of the DINO-type teacher (pretrained only).")
+    clip_model: str = doc("timm name of the CLIP-type teacher (paper: SigLIP; code: SigLIP-SO400M/14).")
+    clip_weights: str = doc("Local weight file of the CLIP-type teacher (pretrained only).")
+    lpips_weights: str = doc("LPIPS-VGG linear heads (pretrained only).")
+    vgg_weights: str = doc("torchvision VGG16 ImageNet weights for LPIPS (pretrained only).")
+    disc_model: str = doc("timm name of the frozen discriminator backbone (paper: DINOv2-S; code: DINO ViT-S/16).")
+    disc_weights: str = doc("Local weight file of the discriminator backbone (pretrained only).")
+
+
+@dataclass(frozen=True)
+class TokenizerLossConfig:
+    perceptual_weight: float = doc("lambda_1 of Eq. 6 (paper §4.1: 1.0).")
+    perceptual_warmup_steps: int = doc("Linear ramp of the perceptual weight (code: 10K; paper: none -> 0).")
+    disc_weight: float = doc("lambda_2 of Eq. 6, times the adaptive weight (paper §4.1: 0.4). 0 disables the GAN.")
+    disc_start: int = doc("Step at which the adversarial loss starts (paper Table 7: 30K).")
+    lecam_weight: float = doc("LeCAM regularisation of the discriminator (paper Table 7: 0.001).")
+    diffaug: bool = doc("DiffAugment on real and fake images for the discriminator (code only, spec §10.5).")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    batch_size: int = doc("Global batch size (split across processes).")
+    lr: float = doc("Base learning rate.")
+    lr_batch_scaling: bool = doc("Multiply lr by batch_size / 256 (official tokenizer code, spec §10.8).")
+    weight_decay: float = doc("AdamW weight decay (not applied to biases and norms).")
+    beta1: float = doc("AdamW beta1.")
+    beta2: float = doc("AdamW beta2.")
+    schedule: Literal["cosine", "constant"] = doc("Learning-rate schedule after warm-up.")
+    warmup_steps: int = doc("Linear warm-up steps.")
+    min_lr_ratio: float = doc("Final lr of the cosine schedule as a fraction of the peak (code: 0.1).")
+    steps: int = doc("Training steps.")
+    ema_decay: float = doc("EMA decay of the weights (code: 0.9999).")
+    grad_clip: float = doc("Gradient-norm clip (code: 1.0; 0 disables).")
+    ckpt_every: int = doc("Steps between resumable checkpoints.")
+    log_every: int = doc("Steps between logged losses.")
+    bf16: bool = doc("bf16 autocast (GPU, and CPU where it pays).")
+
+    def check(self, path: str) -> None:
+        _positive(self, path, "batch_size", "lr", "steps", "ckpt_every", "log_every")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"{_at(path, 'ema_decay')}: must be in [0, 1), got {self.ema_decay}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"{_at(path, 'warmup_steps')}: must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    enabled: bool = doc("Run stage 2 (paper §3.3): frozen encoder, aux decoders dropped, decoder fine-tuned.")
+    steps: int = doc("Stage-2 steps.")
+    mask_start: float = doc("Mask ratio at the start of stage 2 (paper §4.1: 0.6).")
+    anneal_steps: int = doc("Steps over which the mask ratio falls linearly to 0 (paper §4.1: 50K).")
+    lr: float = doc("Stage-2 base learning rate.")
+
+    def check(self, path: str) -> None:
+        _positive(self, path, "steps", "lr")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    model: TokenizerModelConfig = doc("Architecture (paper §3, Table 7).")
+    mask: MaskConfig = doc("Mask modeling (paper §3.2).")
+    aux: AuxConfig = doc("Auxiliary shallow decoders (paper §3.2, Eq. 8).")
+    networks: NetworksConfig = doc("Teachers, perceptual network and discriminator backbone.")
+    loss: TokenizerLossConfig = doc("Eq. 6 loss weights.")
+    optim: OptimConfig = doc("Stage-1 optimisation (paper Table 7).")
+    finetune: FinetuneConfig = doc("Stage 2: pixel-decoder fine-tuning (paper §3.3).")
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    path: Literal["linear", "cosine"] = doc(
+        "Interpolant: linear x_t = (1-t) x + t eps (official, spec §5.2) or cosine.")
+    time_sampling: Literal["uniform", "logit_normal"] = doc(
+        "Training time distribution (code default uniform; the official README uses logit-normal, spec §5.2).")
+    time_mean: float = doc("Mean of the logit-normal time distribution.")
+    time_std: float = doc("Std of the logit-normal time distribution.")
+    cos_weight: float = doc("Weight of LightningDiT's cosine velocity-direction loss (paper Table 9; 0 for SiT).")
+    conditional: bool = doc("Class-conditional (true) or unconditional generation (Table 5).")
+    class_dropout: float = doc("Label dropout for classifier-free guidance (SiT: 0.1).")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    size: str = doc("Size from the registry `SiT_models` (maetok/models/sit.py).",
+                    choices=("SiT-T/1", "SiT-S/1", "SiT-B/1", "SiT-L/1", "SiT-XL/1", "LightningDiT-T/1",
+                             "LightningDiT-B/1", "LightningDiT-L/1", "LightningDiT-XL/1"))
+    transport: TransportConfig = doc("Flow-matching transport (paper §4.1, App. B Tables 8-9).")
+    optim: OptimConfig = doc("Generator optimisation (paper App. B Tables 8-9).")
+    latent_norm: Literal["scalar", "channel"] = doc(
+        "Latent normalisation before diffusion: one global mean/std (official, spec §5.3) or per channel.")
+    eval_steps: list[int] = doc("Training steps whose EMA weights are kept for gFID-vs-steps (Fig. 5b); "
+                                "the last step is always kept.")
+
+    def check(self, path: str) -> None:
+        if any(s <= 0 or s > self.optim.steps for s in self.eval_steps):
+            raise ConfigError(f"{_at(path, 'eval_steps')}: every step must be in [1, optim.steps={self.optim.steps}]")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    sampler: Literal["ode", "sde"] = doc("Euler ODE or Euler-Maruyama SDE (paper Tables 8-9).")
+    num_steps: int = doc("Sampling steps (paper: 250).")
+    cfg_scale: float = doc("Classifier-free guidance scale for the `w/ CFG` columns (paper §4.1: 1.9 at 256).")
+    cfg_interval_low: float = doc("Guidance applies for t in [low, high]; t = 0 is data (paper: [0, 0.75]).")
+    cfg_interval_high: float = doc("Upper end of the guidance interval in t.")
+    num_samples: int = doc("Samples per evaluation (ADM protocol: 50,000).")
+    batch_size: int = doc("Samples per forward batch.")
+    sde_t_last: float = doc("Last SDE time before the final deterministic step (official: 0.04).")
+
+    def check(self, path: str) -> None:
+        _positive(self, path, "num_steps", "num_samples", "batch_size")
+        if not 0.0 <= self.cfg_interval_low <= self.cfg_interval_high <= 1.0:
+            raise ConfigError(f"{_at(path, 'cfg_interval_low')}/{_at(path, 'cfg_interval_high')}: "
+                              "need 0 <= low <= high <= 1")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    feature_network: Literal["standin", "inception"] = doc(
+        "FID/IS/precision/recall features: the tiny evaluator classifier (STAND-IN) or torch-fidelity's Inception "
+        "(+ VGG16 for precision/recall).")
+    torch_home: str = doc("Directory holding hub/checkpoints/ with the Inception and VGG16 weights (paper scale).")
+    num_recon: int = doc("Validation images used for rFID/PSNR/SSIM (paper: ImageNet val 50k).")
+    batch_size: int = doc("Images per batch during evaluation.")
+    ood_dataset: Literal["digits", "coco"] = doc(
+        "Out-of-domain reconstruction set (paper Table 4: COCO val; tiny STAND-IN: scikit-learn digits).")
+    ood_root: str = doc("Directory of the out-of-domain images (coco only).")
+
+
+@dataclass(frozen=True)
+class StandinsConfig:
+    teacher_steps: int = doc("Training steps of each stand-in teacher (tiny only).")
+    evaluator_steps: int = doc("Training steps of the stand-in FID evaluator (tiny only).")
+    batch_size: int = doc("Batch size of stand-in training.")
+    lr: float = doc("Learning rate of stand-in training.")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    gmm_components: list[int] = doc("Numbers of GMM components (paper App. B.3: 50, 100, 200).")
+    gmm_covariance: Literal["diag", "full"] = doc("GMM covariance type.")
+    gmm_pca_dim: int = doc("PCA dimension shared by all tokenizers in a comparison (App. B.3: >= 90% variance).")
+    gmm_max_samples: int = doc("Latents used to fit the GMM (subsampled, class-balanced).")
+    gmm_backend: Literal["sklearn", "torch"] = doc("scikit-learn (small data) or batched torch EM (GPU).")
+    probe_epochs: int = doc("Linear-probe epochs over the cached train latents.")
+    probe_lr: float = doc("Linear-probe learning rate.")
+    umap_per_class: int = doc("Points per class in the UMAP plots (Fig. 4, 9).")
+
+
 @dataclass(frozen=True)
 class ScaleConfig:
     data: DataConfig = doc("Dataset settings for this scale.")
+    tokenizer: TokenizerConfig = doc("Base tokenizer settings; variants override them.")
+    generator: GeneratorConfig = doc("Base generator settings; variants override them.")
+    sampling: SamplingConfig = doc("Sampling for generation metrics.")
+    evaluation: EvaluationConfig = doc("Reconstruction and generation metrics.")
+    standins: StandinsConfig = doc("Stand-in networks trained at tiny scale (ignored at paper scale).")
+    analysis: AnalysisConfig = doc("Latent-space analyses: GMM, linear probe, UMAP.")
 
 
 @dataclass(frozen=True)
@@ -65,15 +285,50 @@ class Params:
     scale: Literal["tiny", "paper"] = doc("Active scale: which block of `scales` the pipeline runs.")
     seed: int = doc("Global seed; stages derive theirs as seed * world_size + rank.")
     scales: dict[str, ScaleConfig] = doc("Base settings per scale; must define exactly `tiny` and `paper`.")
+    tokenizer_variants: dict[str, dict] = doc(
+        "Named tokenizers: partial overrides of `scales.<scale>.tokenizer` (+ `by_scale.<scale>` overrides and "
+        "a `description`).")
+    generator_variants: dict[str, dict] = doc(
+        "Named generators: partial overrides of `scales.<scale>.generator` (+ `by_scale` and `description`).")
 
     def check(self, path: str) -> None:
         if set(self.scales) != set(SCALES):
             raise ConfigError(f"{_at(path, 'scales')}: must define exactly {list(SCALES)}, "
                               f"found {sorted(self.scales)}")
+        for scale in SCALES:
+            for name in self.tokenizer_variants:
+                self.tokenizer(name, scale)
+            for name in self.generator_variants:
+                self.generator(name, scale)
+
+    def generator(self, variant: str, scale: str | None = None) -> GeneratorConfig:
+        """The merged config of generator `variant` at `scale` (default: the active one)."""
+        return _merge_variant(self, "generator", self.generator_variants, GeneratorConfig, variant, scale)
+
+    def tokenizer(self, variant: str, scale: str | None = None) -> TokenizerConfig:
+        """The merged config of tokenizer `variant` at `scale` (default: the active one)."""
+        return _merge_variant(self, "tokenizer", self.tokenizer_variants, TokenizerConfig, variant, scale)
 
     @property
     def active(self) -> ScaleConfig:
         return self.scales[self.scale]
+
+
+VARIANT_EXTRA_KEYS = ("description", "by_scale")
+
+
+def _merge_variant(params: Params, block: str, variants: dict, cls: type, name: str, scale: str | None):
+    scale = scale or params.scale
+    if name not in variants:
+        raise ConfigError(f"unknown {block} variant {name!r}; defined in params.yaml `{block}_variants`: "
+                          f"{', '.join(variants)}")
+    override = {k: v for k, v in variants[name].items() if k not in VARIANT_EXTRA_KEYS}
+    by_scale = variants[name].get("by_scale") or {}
+    if not isinstance(by_scale, dict) or set(by_scale) - set(SCALES):
+        raise ConfigError(f"{block}_variants.{name}.by_scale: keys must be among {list(SCALES)}")
+    base = to_dict(getattr(params.scales[scale], block))
+    merged = deep_merge(deep_merge(base, override), by_scale.get(scale) or {})
+    return from_dict(cls, merged, f"{block}_variants.{name}" + (f" (at scale {scale})" if by_scale else ""))
 
 
 # --------------------------------------------------------------------------- loading
@@ -108,7 +363,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
         return from_dict(tp, value, path)
     if origin is Literal:
-        if value not in args:
+        if value not in args or (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
             raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
         return value
     if origin in (typing.Union, types.UnionType):
@@ -126,6 +381,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
         return {str(k): _convert(args[1], v, _at(path, str(k))) for k, v in value.items()}
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+        return value
     if tp is type(None):
         if value is not None:
             raise ConfigError(f"{path}: expected null, got {value!r}")
@@ -162,6 +421,10 @@ def from_dict(cls: type, data: dict, path: str = "") -> Any:
         raise ConfigError(f"missing key {_at(path, missing[0])!r} "
                           f"({dataclasses.fields(cls)[names.index(missing[0])].metadata.get('doc', '')})")
     obj = cls(**{n: _convert(hints[n], data[n], _at(path, n)) for n in names})
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("choices") and getattr(obj, f.name) not in f.metadata["choices"]:
+            choices = list(f.metadata["choices"])
+            raise ConfigError(f"{_at(path, f.name)}: {getattr(obj, f.name)!r} is not one of {choices}")
     if hasattr(obj, "check"):
         obj.check(path)
     return obj
@@ -213,6 +476,8 @@ def _schema_for(tp: Any, partial: bool = False) -> dict:
         props = {}
         for f in dataclasses.fields(tp):
             props[f.name] = {"description": f.metadata["doc"], **_schema_for(hints[f.name], partial)}
+            if f.metadata.get("choices"):
+                props[f.name]["enum"] = list(f.metadata["choices"])
         out = {"type": "object", "additionalProperties": False, "properties": props}
         if not partial:
             out["required"] = list(props)
@@ -225,7 +490,8 @@ def _schema_for(tp: Any, partial: bool = False) -> dict:
         return {"type": "array", "items": _schema_for(args[0], partial)}
     if origin is dict:
         return {"type": "object", "additionalProperties": _schema_for(args[1], partial)}
-    return {"type": {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string"}[tp]}
+    return {"type": {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string",
+                     dict: "object"}[tp]}
 
 
 def json_schema() -> dict:
@@ -238,6 +504,15 @@ def json_schema() -> dict:
         scale_cfg["properties"][s]["description"] = f"Base settings of the `{s}` scale."
     scale_cfg["additionalProperties"] = False
     scale_cfg["required"] = list(SCALES)
+    for block, cls in (("tokenizer", TokenizerConfig), ("generator", GeneratorConfig)):
+        variant = _schema_for(cls, partial=True)
+        variant["properties"]["description"] = {"description": "What this variant is and which tables use it.",
+                                                "type": "string"}
+        variant["properties"]["by_scale"] = {
+            "description": "Overrides that apply only at one scale.", "type": "object", "additionalProperties": False,
+            "properties": {s: {"description": f"Overrides at `{s}`.", **_schema_for(cls, partial=True)}
+                           for s in SCALES}}
+        schema["properties"][f"{block}_variants"]["additionalProperties"] = variant
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "MAETok reproduction params.yaml", **schema}
 

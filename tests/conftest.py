@@ -50,3 +50,40 @@ def real_fmnist() -> Path:
     if not fashion_mnist._has_files(fashion_mnist.DEBIAN_PATH):
         pytest.skip("Debian package dataset-fashion-mnist not installed (.ci/run installs it)")
     return fashion_mnist.DEBIAN_PATH
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    """A prepared tiny dataset (the `arrays` layout of prepare_data) with 256 train / 64 val images:
+    per-class blobs at different positions, so a model can learn something in a few steps."""
+    import json
+
+    rng = np.random.default_rng(0)
+    d = tmp_path / "data"
+    d.mkdir()
+    splits = {}
+    for split, n in (("train", 256), ("val", 64)):
+        labels = np.arange(n) % 10
+        yy, xx = np.mgrid[:32, :32]
+        cy, cx = 8 + 2 * labels, 22 - labels
+        imgs = 255 * np.exp(-((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2) / 18.0)
+        imgs = np.clip(imgs + rng.normal(0, 8, imgs.shape), 0, 255).astype(np.uint8)
+        np.save(d / f"{split}_images.npy", imgs)
+        np.save(d / f"{split}_labels.npy", labels.astype(np.int64))
+        splits[split] = {"count": n, "per_class": np.bincount(labels).tolist(), "images": f"{split}_images.npy",
+                         "labels": f"{split}_labels.npy"}
+    (d / "manifest.json").write_text(json.dumps({"kind": "arrays", "image_size": 32, "num_classes": 10,
+                                                 "classes": [str(i) for i in range(10)], "splits": splits}))
+    return d
+
+
+@pytest.fixture
+def standin_dir(tmp_path) -> Path:
+    """Stand-in teacher weights with seeded random init (tests only; the pipeline trains them)."""
+    from maetok.models import standins
+
+    d = tmp_path / "aux"
+    for role in ("teacher-clip", "teacher-dino"):
+        standins.save_weights(standins.seeded(standins.Standin_models[role], 0),
+                              d / f"{role.replace('-', '_')}.safetensors")
+    return d

@@ -1,5 +1,9 @@
 # Validation, paths and every input/params function of the workflow.
 import json
+import os
+import re
+import sys
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -14,19 +18,83 @@ except C.ConfigError as e:
     raise WorkflowError(f"params.yaml: {e}\n(fix the key in params.yaml or the --config/--configfile override)") from None
 validate(config, schema="../schemas/params.schema.json")
 
+# Rules call `maetok`/`torchrun` from the environment running Snakemake (e.g. .venv/bin),
+# also when that environment is not activated.
+_env = os.environ
+_env.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), _env.get("PATH", "")]))
+
 SCALE = PARAMS.scale
 RESULTS = f"results/{SCALE}"
+DATA = f"{RESULTS}/data"
+AUX = f"{RESULTS}/aux_models"
+TOKENIZERS = list(PARAMS.tokenizer_variants)
+# GPUs per job: none at tiny scale (a laptop CPU); at paper scale one 8-GPU node per
+# training job and one GPU per encoding/sampling/evaluation job (override per rule with
+# the profile's set-resources). Training rules launch through torchrun whenever a job
+# gets GPUs, one process per GPU.
+TRAIN_GPUS = 0 if SCALE == "tiny" else 8
+EVAL_GPUS = 0 if SCALE == "tiny" else 1
 
 
-def cfg_json(block):
-    """A stage's merged config as the JSON string a rule passes to `maetok --config-json`.
+def launcher(wildcards, resources):
+    """`maetok` on CPU, else torchrun with one process per GPU of the job (a derived param: no reruns)."""
+    gpus = int(resources.get("gpu", 0))
+    return "maetok" if gpus == 0 else f"torchrun --standalone --nproc_per_node={gpus} -m maetok"
+GENERATORS = list(PARAMS.generator_variants)
+
+
+wildcard_constraints:
+    tok="|".join(re.escape(v) for v in TOKENIZERS),
+    gen="|".join(re.escape(v) for v in GENERATORS),
+    guidance="nocfg|cfg",
+
+
+def cfg_json(*blocks, **named):
+    """Merged config as the JSON string a rule passes to `maetok --config-json`.
 
     Rules record this string as their param, so editing one stage's (or one variant's)
-    settings reruns only the jobs that read them (pipeline_tools.md §1.3).
+    settings reruns only the jobs that read them (pipeline_tools.md §1.3). Pass one
+    dataclass, or named ones (they become top-level keys).
     """
-    return json.dumps(C.to_dict(block), sort_keys=True)
+    obj = C.to_dict(blocks[0]) if blocks else {k: C.to_dict(v) for k, v in named.items()}
+    return json.dumps(obj, sort_keys=True)
+
+
+def tok_cfg(wildcards):
+    return PARAMS.tokenizer(wildcards.tok)
+
+
+def gen_cfg(wildcards):
+    return PARAMS.generator(wildcards.gen)
+
+
+def tokenizer_weights(tok):
+    """The tokenizer a downstream job uses: stage 2's output if the variant fine-tunes, else stage 1's."""
+    stage = "final" if PARAMS.tokenizer(tok).finetune.enabled else "stage1"
+    return f"{RESULTS}/tokenizer/{tok}/{stage}.safetensors"
+
+
+def standin_inputs(names):
+    """Stand-in weight files a job needs at tiny scale (nothing at paper scale)."""
+    if SCALE != "tiny" and PARAMS.active.tokenizer.networks.kind != "standin":
+        return []
+    return [f"{AUX}/{n}.safetensors" for n in names]
+
+
+def tokenizer_standins(wildcards):
+    """Teachers (for dino/clip targets) and the perceptual/discriminator network of a tokenizer job."""
+    cfg = tok_cfg(wildcards)
+    if cfg.networks.kind != "standin":
+        return []
+    names = {"teacher_clip"}  # perceptual loss + discriminator backbone
+    names |= {f"teacher_{t}" for t in cfg.aux.targets if t in ("dino", "clip")}
+    return standin_inputs(sorted(names))
+
+
+def evaluator_input():
+    return [f"{AUX}/evaluator.safetensors"] if PARAMS.active.evaluation.feature_network == "standin" else []
 
 
 def final_targets():
     """What `rule all` builds; extended as stages land."""
-    return [f"{RESULTS}/data"]
+    return [DATA]

@@ -1,0 +1,1 @@
+"""Evaluation: reconstruction (rFID, PSNR, SSIM) and generation (gFID, IS, precision, recall)."""

@@ -1,0 +1,41 @@
+"""`eval_generation`: gFID, IS, precision and recall of a samples .npz (paper Tables 1-6, Fig. 5b).
+
+The reference is the prepared train split (ADM's reference statistics are those of the
+ImageNet train set); see `maetok.eval.fidelity` for the feature networks and caching.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from maetok import config as C
+from maetok.eval.fidelity import fidelity_metrics
+from maetok.tracking import Run
+from maetok.utils.io import write_json
+
+
+def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, H, W, 3) uint8, labels (N,)) of a samples .npz written by `maetok.sample`."""
+    with np.load(path) as f:
+        return f["images"], f["labels"]
+
+
+def eval_generation(samples: str | Path, data_dir: str | Path, cfg: C.EvaluationConfig, evaluator: str | None,
+                    out: str | Path, fid_cache: str | Path, tags: dict | None = None, seed: int = 0) -> dict:
+    """Metrics of one samples file against the train split; writes `out` (JSON) and logs an MLflow run."""
+    t0 = time.perf_counter()
+    images, _ = load_samples(samples)
+    m = fidelity_metrics(images, data_dir, cfg, evaluator, fid_cache, seed=seed)
+    metrics = {"samples": str(samples), "num_samples": int(len(images)),
+               "gfid": m["fid"], "is": m["isc_mean"], "is_std": m["isc_std"],
+               "precision": m["precision"], "recall": m["recall"],
+               "feature_network": cfg.feature_network, **(tags or {}),
+               "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(out, metrics)
+    with Run(f"{(tags or {}).get('variant', '')}/eval_generation", {**(tags or {}), "stage": "eval_generation"}) as r:
+        r.log_metrics({k: metrics[k] for k in ("gfid", "is", "precision", "recall")})
+        r.log_artifact(out)
+    return metrics

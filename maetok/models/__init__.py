@@ -1,0 +1,2 @@
+"""Model families, one file each: the MAETok tokenizer (tokenizer.py, with its HOG targets in
+hog.py) and the latent diffusion transformers (sit.py)."""

@@ -1,0 +1,138 @@
+"""Sampling a trained generator for gFID (paper §4.1, App. C.2; official `generate_sit.py`, spec §5.5).
+
+Euler ODE or Euler-Maruyama SDE per `SamplingConfig`; "cfg" guidance applies the CFG
+scale on the interval [cfg_interval_low, cfg_interval_high] (t = 1 noise), "nocfg" uses
+the conditional model alone. Labels are exactly class-balanced (sample i has class
+i % C; the official script draws them at random). All noise is keyed by the global
+sample index (`IndexedNoise`), so any shard [start, end) regenerates the same samples.
+Latents are un-normalised with the cache's statistics and decoded by the tokenizer;
+images are clamped to [-1, 1] and mapped to uint8 by round((x + 1) * 127.5), the inverse
+of the data loader's scaling.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from maetok import config as C
+from maetok import latents as latent_cache
+from maetok.latents import LatentCacheError, LatentStats
+from maetok.train.generator import build_transport, load_generator
+from maetok.transport import IndexedNoise, balanced_labels, initial_noise, null_labels
+from maetok.utils.images import save_grid, to_uint8
+from maetok.utils.io import atomic_path, sha256_file
+
+GUIDANCE = ("nocfg", "cfg")
+
+
+def sample_latents(model, transport, idx: torch.Tensor, y: torch.Tensor, seed: int, sampler: str, num_steps: int,
+                   t_last: float = 0.04, cfg_scale: float = 1.0, cfg_interval=(0.0, 1.0),
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Normalised latents x_0 (B, L, H) of global samples `idx` with labels `y` (B,)."""
+    device = torch.device(device)
+    shape = (model.num_tokens, model.in_channels)
+    z = initial_noise(idx, shape, seed).to(device)
+    if cfg_scale != 1.0:
+        model_fn = functools.partial(model.forward_with_cfg, cfg_scale=cfg_scale, cfg_interval=tuple(cfg_interval))
+    else:
+        model_fn = model.forward
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        if sampler == "sde":
+            noise = IndexedNoise(idx, seed, stream=1)
+            return transport.sample_sde(num_steps, t_last)(z, model_fn, noise_fn=noise, y=y.to(device)).float()
+        return transport.sample_ode(num_steps)(z, model_fn, y=y.to(device)).float()
+
+
+def check_pairing(info: dict, stats: LatentStats, tokenizer_path: str | Path, generator_path: str | Path) -> None:
+    """The generator, the latent cache and the tokenizer must belong together."""
+    stats.check_tokenizer(info["tokenizer_sha256"], f"generator {generator_path}")
+    sha = sha256_file(tokenizer_path)
+    if sha != stats.tokenizer_sha256:
+        raise LatentCacheError(f"tokenizer {tokenizer_path} (sha256 {sha[:12]}...) is not the one the latent "
+                               f"cache and generator were made with ({stats.tokenizer_sha256[:12]}...); "
+                               "rebuild the latents and the generator for it")
+
+
+def save_class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, path: str | Path,
+                    per_row: int = 10) -> None:
+    """PNG grid of (N, H, W, 3) uint8 samples: one row per class (its first `per_row` samples);
+    unconditional samples (null labels) fill per_row rows in order."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    labels = torch.as_tensor(labels)
+    if (labels < num_classes).any():
+        rows = []
+        for c in range(num_classes):
+            row = x[labels == c][:per_row]
+            rows.append(torch.cat([row, torch.full((per_row - len(row), *x.shape[1:]), 255, dtype=torch.uint8)]))
+        x = torch.cat(rows)
+    else:
+        x = x[: per_row * per_row]
+    save_grid(x, path, nrow=per_row, scale=4 if x.shape[-1] <= 64 else 1)
+
+
+def sample_generator(cfg: C.SamplingConfig, generator: str | Path, latents: str | Path, tokenizer: str | Path,
+                     out: str | Path, guidance: str, seed: int = 0, grid: str | Path | None = None,
+                     start: int = 0, end: int | None = None, device: str | torch.device | None = None,
+                     progress: bool = True) -> dict:
+    """Samples [start, end) (default: all cfg.num_samples) -> `out` .npz with images (N, H, W, 3) uint8,
+    labels (N,) int64 (the null class C for unconditional models) and indices (N,); returns a summary."""
+    if guidance not in GUIDANCE:
+        raise ValueError(f"guidance must be one of {GUIDANCE}, got {guidance!r}")
+    t0 = time.perf_counter()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, gcfg, info = load_generator(generator, device)
+    stats = LatentStats.load(latents)
+    check_pairing(info, stats, tokenizer, generator)
+    if guidance == "cfg" and not gcfg.transport.conditional:
+        raise ValueError(f"{generator} is unconditional; classifier-free guidance needs a conditional model "
+                         "(use guidance 'nocfg')")
+    tok, _, _ = latent_cache.load_tokenizer(tokenizer, device)
+    transport = build_transport(gcfg.transport)
+    end = cfg.num_samples if end is None else end
+    C_ = info["num_classes"]
+    labels_all = balanced_labels(end, C_) if gcfg.transport.conditional else null_labels(end, C_)
+    cfg_scale = cfg.cfg_scale if guidance == "cfg" else 1.0
+    images, labels = [], []
+    for a in tqdm(range(start, end, cfg.batch_size), disable=not progress, desc=f"sample {guidance}", mininterval=10):
+        idx = torch.arange(a, min(a + cfg.batch_size, end))
+        y = labels_all[idx]
+        x0 = sample_latents(model, transport, idx, y, seed, cfg.sampler, cfg.num_steps, cfg.sde_t_last, cfg_scale,
+                            (cfg.cfg_interval_low, cfg.cfg_interval_high), device)
+        with torch.no_grad():
+            x = tok.decode(stats.denormalize(x0, gcfg.latent_norm))
+        images.append(to_uint8(x).permute(0, 2, 3, 1).cpu())
+        labels.append(y)
+    images_np = torch.cat(images).numpy()
+    labels_np = torch.cat(labels).numpy().astype(np.int64)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, images=images_np, labels=labels_np, indices=np.arange(start, end, dtype=np.int64))
+    if grid:
+        save_class_grid(images_np, labels_np, C_, grid)
+    return {"num_samples": end - start, "start": start, "guidance": guidance, "sampler": cfg.sampler,
+            "num_steps": cfg.num_steps, "cfg_scale": cfg_scale, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def preview_grid(model, gcfg: C.GeneratorConfig, stats: LatentStats, tokenizer: str | Path, out: str | Path,
+                 seed: int = 0, per_class: int = 8, num_steps: int = 50, cfg_scale: float = 4.0) -> None:
+    """Training-end preview as the official script's: Euler ODE, 50 steps, CFG 4.0; one row per class."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    tok, _, _ = latent_cache.load_tokenizer(tokenizer, device)
+    C_ = stats.num_classes
+    n = per_class * C_
+    idx = torch.arange(n)
+    y = balanced_labels(n, C_) if gcfg.transport.conditional else null_labels(n, C_)
+    scale = cfg_scale if gcfg.transport.conditional else 1.0
+    x0 = sample_latents(model, build_transport(gcfg.transport), idx, y, seed, "ode", num_steps, cfg_scale=scale,
+                        device=device)
+    with torch.no_grad():
+        images = to_uint8(tok.decode(stats.denormalize(x0, gcfg.latent_norm))).permute(0, 2, 3, 1).cpu().numpy()
+    save_class_grid(images, y.numpy(), C_, out, per_row=per_class)
+    model.train(was_training)

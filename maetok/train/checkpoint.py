@@ -1,0 +1,129 @@
+"""Resumable checkpoints that survive a crash, a kill or a truncated write.
+
+Layout of a run's checkpoint directory (kept outside the rule's declared outputs, so
+Snakemake never deletes it when a job fails)::
+
+    <ckpt_dir>/step_00001000/  model.safetensors  ema.safetensors  state.pt  meta.json
+    <ckpt_dir>/step_00002000/  ...
+
+Each step directory is written under a temporary name and renamed into place once
+complete, so a directory named `step_*` is always whole. Weights are safetensors;
+optimizer, scheduler and RNG state are plain tensors/containers read back with
+`torch.load(weights_only=True)`. `load_latest` verifies the newest checkpoint and falls
+back to the previous one if it is unreadable, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from maetok.utils.io import atomic_path
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint where one was expected; the message says what to delete."""
+
+
+def state_dict_to_save(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous, CPU, de-aliased tensors (safetensors refuses shared storage)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_weights(module: torch.nn.Module, path: str | Path, metadata: dict | None = None) -> None:
+    """Weights alone, atomically, as safetensors (with optional string metadata)."""
+    with atomic_path(path) as tmp:
+        save_file(state_dict_to_save(module), str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+
+def load_weights(module: torch.nn.Module, path: str | Path, strict: bool = True) -> None:
+    path = Path(path)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: unreadable weights file ({e}); delete it and rerun the rule "
+                              "that produced it") from None
+    module.load_state_dict(state, strict=strict)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def step_dirs(ckpt_dir: str | Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
+    d = Path(ckpt_dir)
+    return sorted(p for p in d.glob("step_*") if p.is_dir()) if d.is_dir() else []
+
+
+def save(ckpt_dir: str | Path, step: int, modules: dict[str, torch.nn.Module], state: dict,
+         meta: dict | None = None, keep: int = 2) -> Path:
+    """Write checkpoint `step` atomically and keep only the newest `keep` of them."""
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = ckpt_dir / f"step_{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:08d}.", dir=ckpt_dir))
+    try:
+        for name, module in modules.items():
+            save_file(state_dict_to_save(module), str(tmp / f"{name}.safetensors"))
+        torch.save({**state, "step": step, "rng": rng_state()}, tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps({"step": step, **(meta or {})}, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    for old in step_dirs(ckpt_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _load_dir(d: Path, modules: dict[str, torch.nn.Module]) -> dict:
+    tensors = {name: load_file(str(d / f"{name}.safetensors")) for name in modules}
+    state = torch.load(d / "state.pt", map_location="cpu", weights_only=True)
+    for name, module in modules.items():
+        module.load_state_dict(tensors[name])
+    return state
+
+
+def load_latest(ckpt_dir: str | Path, modules: dict[str, torch.nn.Module]) -> dict | None:
+    """Restore the newest readable checkpoint into `modules`; return its state (None if none).
+
+    RNG state is restored too. An unreadable checkpoint is skipped with a warning (the
+    previous one is used); if every checkpoint is unreadable, CheckpointError says which
+    directory to delete.
+    """
+    dirs = step_dirs(ckpt_dir)
+    bad = []
+    for d in reversed(dirs):
+        try:
+            state = _load_dir(d, modules)
+        except (SafetensorError, OSError, RuntimeError, KeyError, EOFError, ValueError, pickle.UnpicklingError) as e:
+            warnings.warn(f"checkpoint {d} is unreadable ({type(e).__name__}: {e}); trying an older one",
+                          stacklevel=2)
+            bad.append(d)
+            continue
+        set_rng_state(state.pop("rng"))
+        return state
+    if bad:
+        raise CheckpointError(f"no readable checkpoint in {ckpt_dir} (corrupted: {', '.join(map(str, bad))}). "
+                              f"Delete {ckpt_dir} to restart this job from scratch.")
+    return None

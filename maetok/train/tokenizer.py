@@ -1,0 +1,279 @@
+"""Tokenizer training: stage 1 (`train_tokenizer`) and stage 2 (`finetune_decoder`).
+
+Stage 1 (paper §3.1-3.2): mask modeling at the encoder, pixel decoder + auxiliary
+shallow decoders, loss Eq. 6 + Eq. 8. Stage 2 (paper §3.3): the encoder is frozen, the
+aux decoders are dropped, the mask ratio falls linearly from 60% to 0 and the pixel
+decoder is fine-tuned with the same Eq. 6 loss.
+
+The caller gives every path: `out` (the final weights, written atomically at the end)
+and `ckpt_dir` (resumable checkpoints, outside the rule's outputs).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from tqdm import tqdm
+
+from maetok import config as C
+from maetok import losses
+from maetok.data import ImageDataset
+from maetok.models import standins
+from maetok.models.teachers import load_teachers
+from maetok.models.tokenizer import MAETok, MAETok_models
+from maetok.tracking import Run
+from maetok.train import checkpoint as ckpt
+from maetok.train.utils import (
+    NonFiniteLossError,
+    StopFlag,
+    autocast,
+    check_finite,
+    cleanup_distributed,
+    ema_decay_at,
+    index_stream,
+    lr_at,
+    param_groups,
+    requires_grad,
+    setup_distributed,
+    update_ema,
+)
+from maetok.utils.io import write_json
+
+
+# --------------------------------------------------------------------------- model I/O
+def build_tokenizer(cfg: C.TokenizerConfig, image_size: int, aux_dims: dict | None = None) -> MAETok:
+    """The MAETok of `cfg` (stage-1 layout, with its aux decoders)."""
+    m, mask = cfg.model, cfg.mask
+    low, high = (mask.ratio_low, mask.ratio_high) if mask.enabled else (0.0, 0.0)
+    return MAETok_models[m.size](
+        img_size=image_size, num_latent_tokens=m.num_latent_tokens, latent_dim=m.latent_dim,
+        latent_tokens=m.latent_tokens, bottleneck=m.bottleneck, pos_embed=m.pos_embed,
+        enc_abs_pos=m.enc_abs_pos, decoder_block=m.decoder_block, mask_ratio_low=low, mask_ratio_high=high,
+        mask_ratio_dist=mask.distribution, aux_targets=tuple(cfg.aux.targets), aux_depth=cfg.aux.depth,
+        aux_dims=aux_dims or None, aux_losses=C.to_dict(cfg.aux.loss))
+
+
+def save_tokenizer(model: MAETok, path: str | Path, cfg: C.TokenizerConfig, image_size: int,
+                   aux_dims: dict, extra: dict | None = None) -> None:
+    """Weights (without aux decoders) + the config that rebuilds them, in one safetensors file."""
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("aux_decoders.")}
+    holder = torch.nn.Module()
+    for k, v in state.items():
+        holder.register_buffer(k.replace(".", "__"), v)
+    meta = {"config": json.dumps(C.to_dict(cfg)), "image_size": str(image_size), "aux_dims": json.dumps(aux_dims),
+            **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    ckpt.save_weights(holder, path, meta)
+
+
+def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tuple[MAETok, C.TokenizerConfig, dict]:
+    """Rebuild a saved tokenizer from the config stored in the file; eval mode, no aux decoders."""
+    path = Path(path)
+    if not path.is_file():
+        raise ckpt.CheckpointError(f"tokenizer weights {path} not found; build them with "
+                                   "`snakemake <that path>` (rules train_tokenizer / finetune_decoder)")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+            state = {k.replace("__", "."): f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ckpt.CheckpointError(f"{path}: unreadable tokenizer file ({e}); delete it and rerun its rule") from None
+    cfg = C.from_dict(C.TokenizerConfig, json.loads(meta["config"]), f"{path}:config")
+    cfg = C.dataclasses.replace(cfg, aux=C.dataclasses.replace(cfg.aux, targets=()))
+    model = build_tokenizer(cfg, int(meta["image_size"]))
+    model.load_state_dict(state)
+    info = {k: json.loads(v) for k, v in meta.items() if k not in ("config",)}
+    return model.to(device).eval(), cfg, info
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class Job:
+    """Paths and run context of a training job (the caller names every path)."""
+    data_dir: str
+    aux_dir: str
+    out: str
+    ckpt_dir: str
+    init: str = ""          # stage 2: the stage-1 tokenizer file
+    variant: str = ""
+    scale: str = ""
+    seed: int = 0
+    tags: dict | None = None
+
+
+def _batches(dataset: ImageDataset, batch_size: int, seed: int, start: int, rank: int, world: int,
+             hflip: bool, device: torch.device):
+    """(step, x) from `start` on, deterministic in (seed, step); x: (B/world, 3, H, W) in [-1, 1]."""
+    in_memory = dataset.kind == "arrays"
+    images = torch.from_numpy(np.array(dataset.images)) if in_memory else None  # (N, H, W) uint8, 61 MB at tiny
+    for step, idx in enumerate(index_stream(len(dataset), batch_size, seed, start, rank, world), start):
+        if in_memory:
+            x = images[idx].unsqueeze(1).expand(-1, 3, -1, -1).float().div(127.5).sub(1)
+        else:
+            x = torch.stack([dataset[int(i)][0] for i in idx])
+        if hflip:
+            g = torch.Generator().manual_seed(seed * 7_919 + step * 31 + rank)
+            flip = torch.rand(len(x), generator=g) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        yield step, x.to(device, non_blocking=True)
+
+
+def build_loss(cfg: C.TokenizerConfig, aux_dir: str) -> losses.TokenizerLoss:
+    """Eq. 6 with the configured perceptual network and discriminator backbone (stand-in or pretrained)."""
+    L, net = cfg.loss, cfg.networks
+    perceptual = disc = None
+    if net.kind == "standin":
+        # STAND-IN: the label-supervised teacher CNN plays LPIPS-VGG and the DINO discriminator backbone.
+        def backbone():
+            return standins.load_weights(standins.Standin_models["teacher-clip"](),
+                                         Path(aux_dir) / "teacher_clip.safetensors")
+        if L.perceptual_weight > 0:
+            perceptual = losses.PerceptualLoss(backbone())
+        if L.disc_weight > 0:
+            b = backbone()
+            disc = losses.Discriminator(b, b.stage_channels)
+    else:
+        if L.perceptual_weight > 0:
+            perceptual = losses.lpips_vgg(net.vgg_weights, net.lpips_weights)
+        if L.disc_weight > 0:
+            b = losses.dino_vits16(net.disc_weights, net.disc_model)
+            disc = losses.Discriminator(b, [b.vit.embed_dim] * len(b.taps))
+    return losses.TokenizerLoss(perceptual, disc, perceptual_weight=L.perceptual_weight,
+                                perceptual_warmup=L.perceptual_warmup_steps, disc_weight=L.disc_weight,
+                                disc_start=L.disc_start, lecam_weight=L.lecam_weight,
+                                diffaug_prob=0.5 if L.diffaug else 0.0, kl_weight=cfg.model.kl_weight)
+
+
+def stage2_mask_ratio(step: int, cfg: C.FinetuneConfig) -> float:
+    """Paper §4.1: the mask ratio falls linearly from mask_start to 0 over anneal_steps, then stays 0."""
+    if cfg.anneal_steps <= 0:
+        return 0.0
+    return cfg.mask_start * max(0.0, 1.0 - step / cfg.anneal_steps)
+
+
+def train_step(model, ema, loss_fn, opt, opt_d, x, step, optim, stage_cfg, teachers, device,
+               aux_weight: float = 1.0) -> dict:
+    """One generator (tokenizer) update, then one discriminator update on the same reconstruction."""
+    mask_ratio = None if stage_cfg is None else stage2_mask_ratio(step, stage_cfg)
+    with autocast(device, optim.bf16):
+        out = model(x, mask_ratio=mask_ratio, targets=teachers)
+        last_layer = getattr(model, "module", model).decoder.head.weight
+        terms = loss_fn.generator_loss(x, out["x_rec"], step, last_layer,
+                                       {k: (v, aux_weight) for k, v in out["aux_loss"].items()}, out["kl"])
+    opt.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    if optim.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], optim.grad_clip)
+    opt.step()
+    update_ema(ema, getattr(model, "module", model), ema_decay_at(step, optim.ema_decay))
+    if opt_d is not None and loss_fn.gan_active(step):
+        with autocast(device, optim.bf16):
+            d_terms = loss_fn.discriminator_loss(x, out["x_rec"].detach(), step)
+        opt_d.zero_grad(set_to_none=True)
+        d_terms["loss"].backward()
+        if optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(loss_fn.discriminator.heads.parameters(), optim.grad_clip)
+        opt_d.step()
+        terms.update({f"disc_{k}": v for k, v in d_terms.items()})
+    return {k: v.detach().float() for k, v in terms.items() if torch.is_tensor(v)}
+
+
+def _patch_size(size: str) -> int:
+    with torch.device("meta"):
+        return MAETok_models[size]().patch_size
+
+
+def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) -> dict:
+    """Run stage 1 or 2 to completion, resuming from `job.ckpt_dir`; write `job.out`; return metrics."""
+    rank, world, device = setup_distributed()
+    torch.manual_seed(job.seed * world + rank)
+    if stage == 1:
+        optim, ft = cfg.optim, None
+        teachers, aux_dims = load_teachers(cfg.networks, list(cfg.aux.targets), job.aux_dir,
+                                           data_cfg.image_size, _patch_size(cfg.model.size))
+        model = build_tokenizer(cfg, data_cfg.image_size, aux_dims)
+    else:
+        optim = C.dataclasses.replace(cfg.optim, steps=cfg.finetune.steps, lr=cfg.finetune.lr, warmup_steps=0)
+        ft, teachers, aux_dims = cfg.finetune, None, {}
+        model, _, _ = load_tokenizer(job.init)
+        model.train()
+        requires_grad(model.encoder, False)   # paper §3.3: the encoder (and bottleneck) stay frozen
+        requires_grad(model.bottleneck, False)
+    model.to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    loss_fn = build_loss(cfg, job.aux_dir).to(device)
+    lr = optim.lr * (optim.batch_size / 256 if optim.lr_batch_scaling else 1.0)
+    opt = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=lr, betas=(optim.beta1, optim.beta2))
+    disc = loss_fn.discriminator
+    opt_d = torch.optim.AdamW([p for p in disc.parameters() if p.requires_grad], lr=lr,
+                              betas=(optim.beta1, optim.beta2)) if disc is not None else None
+    modules = {"model": model, "ema": ema, "lecam": loss_fn.lecam, **({"disc": disc.heads} if disc is not None else {})}
+    state = ckpt.load_latest(job.ckpt_dir, modules)
+    start = 0
+    if state is not None:
+        opt.load_state_dict(state["opt"])
+        if opt_d is not None:
+            opt_d.load_state_dict(state["opt_d"])
+        start = state["step"]
+    dmodel = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+              if world > 1 else model)
+    dataset = ImageDataset(job.data_dir, "train")
+    stop = StopFlag()
+    run = Run(f"{job.variant}/stage{stage}", {**(job.tags or {}), "stage": f"tokenizer_stage{stage}"},
+              C.to_dict(cfg), enabled=rank == 0)
+    curve, t0, last = [], time.perf_counter(), {}
+
+    def save(step):
+        if rank == 0:
+            ckpt.save(job.ckpt_dir, step, modules, {"opt": opt.state_dict(),
+                                                     **({"opt_d": opt_d.state_dict()} if opt_d else {})})
+
+    bar = tqdm(total=optim.steps, initial=start, desc=f"tokenizer stage {stage}", disable=rank != 0,
+               mininterval=5)
+    step = start
+    try:
+        for step, x in _batches(dataset, optim.batch_size, job.seed, start, rank, world, data_cfg.hflip, device):
+            if step >= optim.steps or stop.stop:
+                break
+            for g in opt.param_groups + (opt_d.param_groups if opt_d else []):
+                g["lr"] = lr_at(step, lr, optim.warmup_steps, optim.steps, optim.schedule, optim.min_lr_ratio)
+            terms = train_step(dmodel, ema, loss_fn, opt, opt_d, x, step, optim, ft, teachers, device,
+                               cfg.aux.weight)
+            check_finite(terms, step, job.ckpt_dir)
+            last = {k: float(v) for k, v in terms.items()}
+            if (step + 1) % optim.log_every == 0:
+                curve.append({"step": step + 1, **last})
+                run.log_metrics(last, step=step + 1)
+                bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
+            if (step + 1) % optim.ckpt_every == 0:
+                save(step + 1)
+            bar.update(1)
+            step += 1
+    except NonFiniteLossError:
+        run.end("FAILED")
+        raise
+    finally:
+        bar.close()
+        stop.restore()
+    if step < optim.steps:  # preempted (SIGTERM): keep what we have, exit non-zero so Slurm requeues
+        save(step)
+        run.end("KILLED")
+        raise SystemExit(f"stopped by a signal at step {step}; checkpoint saved in {job.ckpt_dir}")
+    seconds = time.perf_counter() - t0
+    metrics = {"stage": stage, "steps": optim.steps, "resumed_from": start, "seconds": round(seconds, 1),
+               "images_per_second": round((optim.steps - start) * optim.batch_size / max(seconds, 1e-9), 1),
+               "final": last, "curve": curve}
+    if rank == 0:
+        ema.eval()
+        save_tokenizer(ema, job.out, cfg, data_cfg.image_size, aux_dims, {"stage": stage, "variant": job.variant})
+        write_json(Path(job.out).with_suffix(".json"), metrics)
+        run.log_metrics({"seconds": seconds})
+        run.end()
+    cleanup_distributed()
+    return metrics

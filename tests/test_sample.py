@@ -1,0 +1,117 @@
+"""Sampling: shard determinism, class balance, the .npz layout, tokenizer pairing checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from maetok import config as C
+from maetok import latents
+from maetok.latents import LatentCacheError
+from maetok.sample import sample_generator
+from maetok.train.generator import GeneratorJob, train_generator
+from maetok.utils.io import sha256_file
+
+L, H, CLASSES = 8, 4, 3
+
+
+def write_latents(d, sha, n=32):
+    """A latent cache of seeded random latents (its stats.json names the tokenizer's sha256)."""
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("train", "train_flip", "val"):
+        np.save(d / f"{name}.npy", rng.normal(0.5, 2.0, (n, L, H)).astype(np.float16))
+    for split in ("train", "val"):
+        np.save(d / f"{split}_labels.npy", np.arange(n) % CLASSES)
+    stats = {"mean": 0.5, "std": 2.0, "channel_mean": [0.5] * H, "channel_std": [2.0] * H, "num_latent_tokens": L,
+             "latent_dim": H, "num_classes": CLASSES, "tokenizer_sha256": sha, "hflip": True}
+    (d / "stats.json").write_text(json.dumps(stats))
+    return d
+
+
+def tiny_cfg() -> C.GeneratorConfig:
+    cfg = C.load_params().generator("sit_l", "tiny")
+    o = dataclasses.replace(cfg.optim, batch_size=8, steps=2, ckpt_every=10, log_every=1, warmup_steps=0)
+    return dataclasses.replace(cfg, optim=o, eval_steps=(2,))
+
+
+class FakeTokenizer(torch.nn.Module):
+    num_latent_tokens, latent_dim = L, H
+
+    def decode(self, z):
+        """(B, L, H) -> (B, 3, 8, 8) in [-1, 1]."""
+        x = torch.tanh(z.flatten(1)).repeat(1, 2)[:, :64].reshape(-1, 1, 8, 8)
+        return x.expand(-1, 3, -1, -1)
+
+
+@pytest.fixture
+def trained(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAETOK_NO_MLFLOW", "1")
+    monkeypatch.setattr(latents, "load_tokenizer", lambda path, device: (FakeTokenizer().eval(), None, {}))
+    torch.set_num_threads(1)
+    tok = tmp_path / "tok.safetensors"
+    tok.write_bytes(b"tokenizer A")
+    lat = write_latents(tmp_path / "lat", sha=sha256_file(tok))
+    cfg = tiny_cfg()
+    gen = tmp_path / "gen" / "ema.safetensors"
+    train_generator(cfg, GeneratorJob(str(lat), str(gen), str(tmp_path / "gen" / "steps"),
+                                      str(tmp_path / "gen" / "loss.json"), str(tmp_path / "ckpt"), progress=False,
+                                      tokenizer=str(tok), sample_grid=str(tmp_path / "gen" / "preview.png")))
+    assert (tmp_path / "gen" / "preview.png").stat().st_size > 0
+    return tok, lat, gen
+
+
+def sampling(sampler="sde", batch_size=10, num_samples=10):
+    s = C.load_params().scales["tiny"].sampling
+    return dataclasses.replace(s, sampler=sampler, num_steps=3, num_samples=num_samples, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("sampler,guidance", [("sde", "cfg"), ("ode", "nocfg")])
+def test_shards_regenerate_identically(trained, tmp_path, sampler, guidance):
+    tok, lat, gen = trained
+    whole = tmp_path / "whole.npz"
+    sample_generator(sampling(sampler), gen, lat, tok, whole, guidance, seed=1, grid=tmp_path / "grid.png",
+                     progress=False)
+    parts = [tmp_path / "a.npz", tmp_path / "b.npz"]
+    sample_generator(sampling(sampler, batch_size=2), gen, lat, tok, parts[0], guidance, seed=1, end=5,
+                     progress=False)
+    sample_generator(sampling(sampler, batch_size=5), gen, lat, tok, parts[1], guidance, seed=1, start=5,
+                     progress=False)
+    w = np.load(whole)
+    assert sorted(w.files) == ["images", "indices", "labels"]
+    assert w["images"].dtype == np.uint8 and w["images"].shape == (10, 8, 8, 3)
+    assert (w["indices"] == np.arange(10)).all()
+    joined = np.concatenate([np.load(p)["images"] for p in parts])
+    assert np.abs(joined.astype(int) - w["images"].astype(int)).max() <= 1
+    assert (np.concatenate([np.load(p)["labels"] for p in parts]) == w["labels"]).all()
+    assert w["images"].std() > 0
+    other = tmp_path / "other.npz"
+    sample_generator(sampling(sampler), gen, lat, tok, other, guidance, seed=2, progress=False)
+    assert not np.array_equal(np.load(other)["images"], w["images"])
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_labels_are_class_balanced(trained, tmp_path):
+    tok, lat, gen = trained
+    out = tmp_path / "s.npz"
+    sample_generator(sampling("ode", batch_size=4, num_samples=3 * CLASSES), gen, lat, tok, out, "nocfg",
+                     progress=False)
+    labels = np.load(out)["labels"]
+    assert np.bincount(labels, minlength=CLASSES).tolist() == [3] * CLASSES
+
+
+def test_wrong_tokenizer_or_latents_is_a_clear_error(trained, tmp_path):
+    tok, lat, gen = trained
+    other_tok = tmp_path / "tok_b.safetensors"
+    other_tok.write_bytes(b"tokenizer B")
+    other_lat = write_latents(tmp_path / "lat_b", sha=sha256_file(other_tok))
+    with pytest.raises(LatentCacheError, match="different tokenizers"):
+        sample_generator(sampling(), gen, other_lat, other_tok, tmp_path / "x.npz", "nocfg", progress=False)
+    with pytest.raises(LatentCacheError, match="is not the one"):
+        sample_generator(sampling(), gen, lat, other_tok, tmp_path / "x.npz", "nocfg", progress=False)
+    assert not (tmp_path / "x.npz").exists()
+    assert json.loads((lat / "stats.json").read_text())["tokenizer_sha256"] == sha256_file(tok)

@@ -1,0 +1,143 @@
+"""Tokenizer training: exact resume, stage 2 freezes the encoder, clear errors, losses wired."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from maetok import config as C
+from maetok.train import checkpoint as ckpt
+from maetok.train.tokenizer import Job, build_tokenizer, load_tokenizer, stage2_mask_ratio, train
+
+os.environ["MAETOK_NO_MLFLOW"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tok_cfg(**override) -> C.TokenizerConfig:
+    params = C.load_params()
+    base = C.to_dict(params.tokenizer("maetok"))
+    small = {"aux": {"targets": ["hog"]}, "loss": {"perceptual_weight": 0.0, "disc_weight": 0.0},
+             "optim": {"batch_size": 8, "steps": 3, "ckpt_every": 1, "log_every": 1, "warmup_steps": 1},
+             "finetune": {"steps": 3, "anneal_steps": 2}}
+    return C.from_dict(C.TokenizerConfig, C.deep_merge(C.deep_merge(base, small), override))
+
+
+DATA = C.DataConfig(dataset="fashion_mnist", root=None, download=False, url="", image_size=32, num_classes=10,
+                    hflip=True)
+
+
+def _job(tmp_path, name, data, aux="", init=""):
+    return Job(data_dir=str(data), aux_dir=str(aux), out=str(tmp_path / f"{name}.safetensors"),
+               ckpt_dir=str(tmp_path / f"ck_{name}"), init=str(init), variant=name)
+
+
+def test_resume_is_bit_identical(tmp_path, tiny_data):
+    cfg = tok_cfg()
+    train(cfg, DATA, _job(tmp_path, "full", tiny_data), 1)
+    short = C.dataclasses.replace(cfg, optim=C.dataclasses.replace(cfg.optim, steps=2))
+    job = _job(tmp_path, "resumed", tiny_data)
+    train(short, DATA, job, 1)  # "killed" after step 2: its checkpoint stays
+    metrics = train(cfg, DATA, job, 1)
+    assert metrics["resumed_from"] == 2
+    a, b = load_file(str(tmp_path / "full.safetensors")), load_file(job.out)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stage2_freezes_the_encoder_and_drops_aux(tmp_path, tiny_data):
+    cfg = tok_cfg()
+    stage1 = _job(tmp_path, "s1", tiny_data)
+    train(cfg, DATA, stage1, 1)
+    train(cfg, DATA, _job(tmp_path, "s2", tiny_data, init=stage1.out), 2)
+    before, after = load_file(stage1.out), load_file(str(tmp_path / "s2.safetensors"))
+    enc = [k for k in before if k.startswith(("encoder", "bottleneck"))]
+    assert enc and all(torch.equal(before[k], after[k]) for k in enc)
+    dec = [k for k in before if k.startswith("decoder")]
+    assert any(not torch.equal(before[k], after[k]) for k in dec)
+    assert not any(k.startswith("aux_decoders") for k in after)
+    model, loaded_cfg, info = load_tokenizer(tmp_path / "s2.safetensors")
+    assert info["stage"] == 2 and loaded_cfg.model == cfg.model
+    z = model.encode(torch.zeros(2, 3, 32, 32))
+    assert z.shape == (2, cfg.model.num_latent_tokens, cfg.model.latent_dim)
+
+
+def test_stage2_mask_ratio_anneals_linearly_to_zero():
+    ft = tok_cfg().finetune
+    ratios = [stage2_mask_ratio(s, C.dataclasses.replace(ft, mask_start=0.6, anneal_steps=4)) for s in range(6)]
+    assert ratios == pytest.approx([0.6, 0.45, 0.3, 0.15, 0.0, 0.0])
+
+
+def test_full_loss_with_standin_teachers_perceptual_and_gan(tmp_path, tiny_data, standin_dir):
+    cfg = tok_cfg(aux={"targets": ["hog", "dino", "clip"]},
+                  loss={"perceptual_weight": 1.0, "disc_weight": 0.4, "disc_start": 1})
+    metrics = train(cfg, DATA, _job(tmp_path, "full_loss", tiny_data, aux=standin_dir), 1)
+    final = metrics["final"]
+    assert {"aux/hog", "aux/dino", "aux/clip", "perceptual", "disc_loss"} <= set(final)
+    assert final["adv"] != 0.0 and final["perceptual"] > 0
+
+
+def test_vae_reports_kl(tmp_path, tiny_data):
+    cfg = tok_cfg(model={"bottleneck": "vae"}, mask={"enabled": False}, aux={"targets": []})
+    metrics = train(cfg, DATA, _job(tmp_path, "vae", tiny_data), 1)
+    assert metrics["final"]["kl"] > 0
+
+
+def test_missing_teacher_weights_name_the_file(tmp_path, tiny_data):
+    cfg = tok_cfg(aux={"targets": ["dino"]})
+    with pytest.raises(FileNotFoundError, match="teacher_dino.safetensors"):
+        train(cfg, DATA, _job(tmp_path, "x", tiny_data, aux=tmp_path / "no_aux"), 1)
+
+
+def test_pretrained_teacher_missing_file_is_never_random(tmp_path, tiny_data):
+    cfg = tok_cfg(aux={"targets": ["clip"]}, networks={"kind": "pretrained", "clip_weights": "nope.safetensors"})
+    with pytest.raises(FileNotFoundError, match=r"nope.safetensors.*tokenizer.networks.clip_weights"):
+        train(cfg, DATA, _job(tmp_path, "x", tiny_data), 1)
+
+
+def test_corrupted_checkpoint_falls_back_then_explains(tmp_path, tiny_data):
+    cfg = tok_cfg()
+    job = _job(tmp_path, "c", tiny_data)
+    train(C.dataclasses.replace(cfg, optim=C.dataclasses.replace(cfg.optim, steps=2)), DATA, job, 1)
+    newest = ckpt.step_dirs(job.ckpt_dir)[-1]
+    (newest / "model.safetensors").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable"):
+        metrics = train(cfg, DATA, job, 1)
+    assert metrics["resumed_from"] == 1
+    for d in ckpt.step_dirs(job.ckpt_dir):
+        (d / "state.pt").write_bytes(b"garbage")
+    with pytest.raises(ckpt.CheckpointError, match=f"Delete {job.ckpt_dir}"), pytest.warns(UserWarning):
+        train(cfg, DATA, job, 1)
+
+
+def test_corrupted_tokenizer_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "tok.safetensors"
+    bad.write_bytes(b"\x00" * 10)
+    with pytest.raises(ckpt.CheckpointError, match="unreadable tokenizer file"):
+        load_tokenizer(bad)
+    with pytest.raises(ckpt.CheckpointError, match="not found"):
+        load_tokenizer(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"mask": {"ratio_low": 0.7, "ratio_high": 0.5}}, "ratio_low"),
+    ({"aux": {"targets": ["sift"]}}, "'sift' is not one of"),
+    ({"model": {"size": "MAETok-Huge"}}, "'MAETok-Huge' is not one of"),
+])
+def test_bad_tokenizer_config_names_the_key(override, message):
+    with pytest.raises(C.ConfigError, match=message):
+        tok_cfg(**override)
+
+
+def test_image_size_not_divisible_by_patch_is_clear():
+    with pytest.raises(ValueError, match="not divisible by patch size"):
+        build_tokenizer(tok_cfg(), image_size=30)

@@ -1,0 +1,98 @@
+# Stand-in networks (tiny scale), tokenizer stage 1 and 2, reconstruction metrics.
+
+
+rule train_standin:
+    input:
+        DATA,
+    output:
+        weights=f"{AUX}/{{role}}.safetensors",
+        metrics=f"{AUX}/{{role}}.json",
+    wildcard_constraints:
+        role="teacher_dino|teacher_clip|evaluator",
+    params:
+        cfg=cfg_json(standins=PARAMS.active.standins, seed=PARAMS.seed),
+        role=lambda wc: wc.role.replace("_", "-"),
+    log:
+        f"logs/{SCALE}/train_standin/{{role}}.log",
+    benchmark:
+        f"benchmarks/{SCALE}/train_standin/{{role}}.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "maetok train-standin --role {params.role} --config-json {params.cfg:q} --data {input} "
+        "--out {output.weights} > {log} 2>&1"
+
+
+rule train_tokenizer:
+    input:
+        data=DATA,
+        standins=tokenizer_standins,
+    output:
+        weights=f"{RESULTS}/tokenizer/{{tok}}/stage1.safetensors",
+        metrics=f"{RESULTS}/tokenizer/{{tok}}/stage1.json",
+    params:
+        cfg=lambda wc: cfg_json(tokenizer=tok_cfg(wc), data=PARAMS.active.data, seed=PARAMS.seed, scale=SCALE),
+        ckpt=f"{RESULTS}/ckpt/tokenizer/{{tok}}/stage1",
+        launch=launcher,
+        aux=AUX,
+    log:
+        f"logs/{SCALE}/train_tokenizer/{{tok}}.log",
+    benchmark:
+        f"benchmarks/{SCALE}/train_tokenizer/{{tok}}.tsv"
+    resources:
+        gpu=TRAIN_GPUS,
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.launch} train-tokenizer --variant {wildcards.tok} --config-json {params.cfg:q} --data {input.data} "
+        "--aux {params.aux} --ckpt-dir {params.ckpt} --out {output.weights} > {log} 2>&1"
+
+
+rule finetune_decoder:
+    input:
+        init=rules.train_tokenizer.output.weights,
+        data=DATA,
+        standins=tokenizer_standins,
+    output:
+        weights=f"{RESULTS}/tokenizer/{{tok}}/final.safetensors",
+        metrics=f"{RESULTS}/tokenizer/{{tok}}/final.json",
+    params:
+        cfg=lambda wc: cfg_json(tokenizer=tok_cfg(wc), data=PARAMS.active.data, seed=PARAMS.seed, scale=SCALE),
+        ckpt=f"{RESULTS}/ckpt/tokenizer/{{tok}}/stage2",
+        launch=launcher,
+        aux=AUX,
+    log:
+        f"logs/{SCALE}/finetune_decoder/{{tok}}.log",
+    benchmark:
+        f"benchmarks/{SCALE}/finetune_decoder/{{tok}}.tsv"
+    resources:
+        gpu=TRAIN_GPUS,
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.launch} finetune-decoder --variant {wildcards.tok} --config-json {params.cfg:q} --data {input.data} "
+        "--aux {params.aux} --init {input.init} --ckpt-dir {params.ckpt} --out {output.weights} > {log} 2>&1"
+
+
+rule eval_reconstruction:
+    input:
+        tokenizer=lambda wc: tokenizer_weights(wc.tok),
+        data=DATA,
+        evaluator=evaluator_input(),
+    output:
+        metrics=f"{RESULTS}/tokenizer/{{tok}}/recon.json",
+        grid=f"{RESULTS}/tokenizer/{{tok}}/recon.png",
+    params:
+        cfg=cfg_json(evaluation=PARAMS.active.evaluation, scale=SCALE),
+        evaluator=lambda wc, input: f"--evaluator {input.evaluator}" if input.evaluator else "",
+        fid_cache=f"{RESULTS}/fid_cache",
+    log:
+        f"logs/{SCALE}/eval_reconstruction/{{tok}}.log",
+    benchmark:
+        f"benchmarks/{SCALE}/eval_reconstruction/{{tok}}.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "maetok eval-reconstruction --variant {wildcards.tok} --config-json {params.cfg:q} "
+        "--tokenizer {input.tokenizer} --data {input.data} {params.evaluator} --fid-cache {params.fid_cache} "
+        "--out {output.metrics} --grid {output.grid} > {log} 2>&1"

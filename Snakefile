@@ -15,9 +15,14 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/generator.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/report.smk"
 
 
+# Every table and figure of the paper at the active scale, plus class-conditional sample
+# grids of the main models. TABLES comes from report.smk, FIGURES from analysis.smk.
 rule all:
     default_target: True
     input:
-        final_targets(),
+        expand("tables/{table}.{ext}", table=TABLES, ext=("csv", "md")),
+        expand("figures/{fig}.{ext}", fig=FIGURES, ext=("png", "pdf")),
+        expand(f"{RESULTS}/samples/maetok_main/{{gen}}/cfg.png", gen=("sit_xl", "lightningdit")),

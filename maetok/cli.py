@@ -204,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     from maetok.commands import generator as generator_commands
 
     generator_commands.register(sub)
+    from maetok.commands import analysis as analysis_commands
+    analysis_commands.register(sub)
+    from maetok.commands import report as report_commands
+    report_commands.register(sub)
 
     p = sub.add_parser("check-params", help="validate params.yaml and exit",
                        description="Load params.yaml strictly; print the first problem with its key path.")

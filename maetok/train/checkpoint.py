@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from maetok.utils.io import atomic_path
@@ -38,10 +38,16 @@ def state_dict_to_save(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
 
 
-def save_weights(module: torch.nn.Module, path: str | Path, metadata: dict | None = None) -> None:
-    """Weights alone, atomically, as safetensors (with optional string metadata)."""
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> None:
+    """Tensors, atomically, as safetensors (with optional string metadata)."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(state_dict_to_save(module), str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+
+def save_weights(module: torch.nn.Module, path: str | Path, metadata: dict | None = None) -> None:
+    """A module's weights alone, atomically, as safetensors."""
+    save_tensors(module.state_dict(), path, metadata)
 
 
 def load_weights(module: torch.nn.Module, path: str | Path, strict: bool = True) -> None:
@@ -52,6 +58,18 @@ def load_weights(module: torch.nn.Module, path: str | Path, strict: bool = True)
         raise CheckpointError(f"{path}: unreadable weights file ({e}); delete it and rerun the rule "
                               "that produced it") from None
     module.load_state_dict(state, strict=strict)
+
+
+def read_weights(path: str | Path, what: str, rule: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file, or a CheckpointError saying how to rebuild it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} not found; build it with `snakemake {path}` (rule {rule})")
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise CheckpointError(f"{path}: unreadable {what} ({e}); delete it and rerun rule {rule}") from None
 
 
 def rng_state() -> dict:

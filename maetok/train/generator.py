@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
 from tqdm import tqdm
 
 from maetok import config as C
@@ -88,16 +87,7 @@ def weights_metadata(cfg: C.GeneratorConfig, stats: LatentStats, step: int) -> d
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[SiT, C.GeneratorConfig, dict]:
     """EMA weights saved by `train_generator` -> (eval-mode SiT, its config, metadata)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ckpt.CheckpointError(f"generator weights {path} not found; build them with `snakemake {path}` "
-                                   "(rule train_generator)")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata()
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ckpt.CheckpointError(f"{path}: unreadable generator weights ({e}); delete it, rerun its rule") from None
+    state, meta = ckpt.read_weights(path, "generator weights", "train_generator")
     cfg = C.from_dict(C.GeneratorConfig, json.loads(meta["config"]), f"{path}:config")
     info = {"step": int(meta["step"]), "num_tokens": int(meta["num_tokens"]), "latent_dim": int(meta["latent_dim"]),
             "num_classes": int(meta["num_classes"]), "tokenizer_sha256": meta["tokenizer_sha256"],

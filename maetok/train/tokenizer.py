@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from tqdm import tqdm
 
 from maetok import config as C
@@ -64,26 +63,14 @@ def save_tokenizer(model: MAETok, path: str | Path, cfg: C.TokenizerConfig, imag
                    aux_dims: dict, extra: dict | None = None) -> None:
     """Weights (without aux decoders) + the config that rebuilds them, in one safetensors file."""
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("aux_decoders.")}
-    holder = torch.nn.Module()
-    for k, v in state.items():
-        holder.register_buffer(k.replace(".", "__"), v)
     meta = {"config": json.dumps(C.to_dict(cfg)), "image_size": str(image_size), "aux_dims": json.dumps(aux_dims),
             **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    ckpt.save_weights(holder, path, meta)
+    ckpt.save_tensors(state, path, meta)
 
 
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tuple[MAETok, C.TokenizerConfig, dict]:
     """Rebuild a saved tokenizer from the config stored in the file; eval mode, no aux decoders."""
-    path = Path(path)
-    if not path.is_file():
-        raise ckpt.CheckpointError(f"tokenizer weights {path} not found; build them with "
-                                   "`snakemake <that path>` (rules train_tokenizer / finetune_decoder)")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata()
-            state = {k.replace("__", "."): f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ckpt.CheckpointError(f"{path}: unreadable tokenizer file ({e}); delete it and rerun its rule") from None
+    state, meta = ckpt.read_weights(path, "tokenizer file", "train_tokenizer / finetune_decoder")
     cfg = C.from_dict(C.TokenizerConfig, json.loads(meta["config"]), f"{path}:config")
     cfg = C.dataclasses.replace(cfg, aux=C.dataclasses.replace(cfg.aux, targets=()))
     model = build_tokenizer(cfg, int(meta["image_size"]))

@@ -68,8 +68,19 @@ def gen_cfg(wildcards):
     return PARAMS.generator(wildcards.gen)
 
 
+def canonical_tokenizer(tok):
+    """The first variant (in params.yaml order) whose merged config equals `tok`'s at this scale.
+
+    Variants that only differ at another scale (e.g. maetok_main = maetok trained longer at
+    paper scale) then share one trained tokenizer instead of training twice.
+    """
+    cfg = PARAMS.tokenizer(tok)
+    return next(v for v in TOKENIZERS if PARAMS.tokenizer(v) == cfg)
+
+
 def tokenizer_weights(tok):
     """The tokenizer a downstream job uses: stage 2's output if the variant fine-tunes, else stage 1's."""
+    tok = canonical_tokenizer(tok)
     stage = "final" if PARAMS.tokenizer(tok).finetune.enabled else "stage1"
     return f"{RESULTS}/tokenizer/{tok}/{stage}.safetensors"
 
@@ -93,8 +104,3 @@ def tokenizer_standins(wildcards):
 
 def evaluator_input():
     return [f"{AUX}/evaluator.safetensors"] if PARAMS.active.evaluation.feature_network == "standin" else []
-
-
-def final_targets():
-    """What `rule all` builds; extended as stages land."""
-    return [DATA]

@@ -1,0 +1,70 @@
+"""Benchmark (not a test): tokenizer training-step throughput and attention kernels on this machine.
+
+    .venv/bin/python bench/bench_tokenizer.py [--threads 2]
+
+Prints img/s of one training step (forward + backward + AdamW) for the tiny config
+(MAETok-XS, stand-in-free: HOG target, no perceptual/GAN) and for MAETok-B/16 at batch 2,
+and the time of SDPA + RoPE vs explicit softmax attention at MAETok-B/16's shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from maetok.models.tokenizer import MAETok_models, apply_rope, explicit_attention
+
+
+def step_speed(model, batch, image_size, repeats=3):
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    x = torch.rand(batch, 3, image_size, image_size) * 2 - 1
+    times = []
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        out = model(x)
+        loss = (out["x_rec"] - x).pow(2).mean() + sum(out["aux_loss"].values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return batch / min(times[1:])
+
+
+def attention_speed(batch=2, heads=12, tokens=16 * 16 + 128 + 1, dim=64, repeats=5):
+    q, k, v = (torch.randn(batch, heads, tokens, dim) for _ in range(3))
+    angle = torch.rand(tokens, dim // 2)
+    cos, sin = angle.cos(), angle.sin()
+    results = {}
+    for name, attn in (("sdpa+rope", torch.nn.functional.scaled_dot_product_attention),
+                       ("explicit softmax+rope", explicit_attention)):
+        times = []
+        for _ in range(repeats + 1):
+            t = time.perf_counter()
+            attn(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
+            times.append(time.perf_counter() - t)
+        results[name] = min(times[1:]) * 1e3
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"threads: {args.threads}")
+    tiny = MAETok_models["MAETok-XS"](aux_targets=("hog",))
+    print(f"MAETok-XS (tiny) train step, batch 64: {step_speed(tiny, 64, 32):.0f} img/s")
+    for bf16 in (False, True):
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            print(f"  bf16={bf16}: {step_speed(tiny, 64, 32):.0f} img/s")
+    big = MAETok_models["MAETok-B/16"](aux_targets=("hog",))
+    print(f"MAETok-B/16 train step, batch 2: {step_speed(big, 2, 256, repeats=2):.2f} img/s")
+    for name, ms in attention_speed().items():
+        print(f"attention at MAETok-B/16 shapes (B=2, 12 heads, 385 tokens): {name}: {ms:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

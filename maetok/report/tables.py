@@ -1,0 +1,387 @@
+"""Rebuild the paper's tables with our value beside the paper's (DESIGN.md: make_table).
+
+Which run sits beside which paper row is written once, as data, in `table_specs.yaml`;
+the paper's numbers come from `paper_tables/*.csv` (`paper.py`). Our numbers are read from
+the metrics JSONs of the pipeline (the source of truth for tables), found under `results`:
+
+    recon.*   {results}/tokenizer/<tok>/recon.json          rule eval_reconstruction
+    nocfg.*   {results}/generator/<tok>/<gen>/nocfg.json    rule eval_generation
+    cfg.*     {results}/generator/<tok>/<gen>/cfg.json      rule eval_generation
+
+Every paper row appears once in the output with a `source`: `ours` (our run beside the
+paper's row), `cited` (a result the paper cites from other work: kept as printed, never
+recomputed), or `paper` (the paper's own result that this pipeline does not reproduce,
+e.g. 512x512 runs or the CFG sweep).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from maetok import config as C
+from maetok.report.paper import paper_columns, read_paper_table
+from maetok.utils.io import write_text
+
+SPEC_PATH = Path(__file__).resolve().parent / "table_specs.yaml"
+JSON_FILES = {"recon": "tokenizer/{tok}/recon.json", "nocfg": "generator/{tok}/{gen}/nocfg.json",
+              "cfg": "generator/{tok}/{gen}/cfg.json"}
+JSON_RULES = {"recon": "eval_reconstruction", "nocfg": "eval_generation", "cfg": "eval_generation"}
+SOURCES = ("ours", "cited", "paper")
+
+
+class ReportError(ValueError):
+    """A table cannot be built (bad spec, missing or malformed metrics); the message says what to do."""
+
+
+class MissingMetricError(ReportError):
+    pass
+
+
+@dataclass(frozen=True)
+class OurRow:
+    tokenizer: str
+    generator: str | None
+    paper_row: int
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str                          # "a", "b", ... or "" for a table without parts
+    title: str
+    paper_csv: str
+    label: str                         # str.format template over the paper CSV row
+    keep: tuple[str, ...]
+    metrics: dict[str, str | None]     # our column -> "<json>.<key path>" (None: not reproduced)
+    ours: tuple[OurRow, ...]
+    paper_rows: frozenset[int]         # the paper's own rows that we do not reproduce
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    parts: tuple[Part, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def has_parts(self) -> bool:
+        return any(p.name for p in self.parts)
+
+    @property
+    def metric_columns(self) -> list[str]:
+        return list(dict.fromkeys(m for p in self.parts for m in p.metrics))
+
+    @property
+    def keep_columns(self) -> list[str]:
+        return list(dict.fromkeys(k for p in self.parts for k in p.keep))
+
+    def our_rows(self):
+        return [(part, row) for part in self.parts for row in part.ours]
+
+
+# --------------------------------------------------------------------------- spec
+def _part(table: str, name: str, raw: dict, defaults: dict) -> Part:
+    where = f"{SPEC_PATH.name}: {table}" + (f" part {name}" if name else "")
+    raw = {**defaults, **raw}
+    unknown = set(raw) - {"title", "paper_csv", "label", "keep", "generator", "metrics", "ours", "paper_rows", "notes"}
+    if unknown:
+        raise ReportError(f"{where}: unknown keys {sorted(unknown)}")
+    csv_name = raw["paper_csv"]
+    columns = paper_columns(csv_name)
+    rows = {int(r["row"]) for r in read_paper_table(csv_name)}
+    metrics = dict(raw["metrics"])
+    for col, src in metrics.items():
+        if col not in columns:
+            raise ReportError(f"{where}: metric column {col!r} is not a column of {csv_name}")
+        if src is not None and src.split(".")[0] not in JSON_FILES:
+            raise ReportError(f"{where}: metric {col}: source {src!r} must start with one of {list(JSON_FILES)}")
+    for k in raw.get("keep", []):
+        if k not in columns:
+            raise ReportError(f"{where}: keep column {k!r} is not a column of {csv_name}")
+    needs_gen = any(s and s.split(".")[0] != "recon" for s in metrics.values())
+    ours = []
+    for r in raw.get("ours") or []:
+        row = OurRow(r["tokenizer"], r.get("generator", raw.get("generator")), int(r["paper_row"]))
+        if row.paper_row not in rows:
+            raise ReportError(f"{where}: {csv_name} has no row {row.paper_row}")
+        if needs_gen and not row.generator:
+            raise ReportError(f"{where}: row {row.paper_row} needs a generator (its metrics include generation)")
+        ours.append(row)
+    matched = [r.paper_row for r in ours]
+    if len(set(matched)) != len(matched):
+        raise ReportError(f"{where}: a paper row has two rows of ours: {matched}")
+    own = raw.get("paper_rows") or []
+    own = rows if own == "all" else {int(x) for x in own}
+    if own - rows or own & set(matched):
+        raise ReportError(f"{where}: paper_rows {sorted(own)} must be rows of {csv_name} without a row of ours")
+    return Part(name, raw.get("title", ""), csv_name, raw["label"], tuple(raw.get("keep", [])), metrics, tuple(ours),
+                frozenset(own), tuple(raw.get("notes", [])))
+
+
+@functools.cache
+def load_specs(path: str | Path = SPEC_PATH) -> dict[str, TableSpec]:
+    """Every table of `table_specs.yaml`, checked against the paper CSVs."""
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    specs = {}
+    for table, t in raw.items():
+        inherit = {k: t[k] for k in ("generator", "metrics", "paper_csv", "label", "keep") if k in t}
+        if "parts" in t:
+            parts = tuple(_part(table, name, p, inherit) for name, p in t["parts"].items())
+            notes = tuple(t.get("notes", []))
+        else:
+            parts = (_part(table, "", {k: v for k, v in t.items() if k != "title"}, {}),)
+            notes = ()
+        specs[table] = TableSpec(table, t["title"], parts, notes)
+    return specs
+
+
+TABLES = tuple(load_specs())
+
+
+def get_spec(table: str) -> TableSpec:
+    specs = load_specs()
+    if table not in specs:
+        raise ReportError(f"unknown table {table!r}; tables: {', '.join(specs)}")
+    return specs[table]
+
+
+# --------------------------------------------------------------------------- inputs
+def metric_json(results: str | Path, kind: str, tok: str, gen: str | None) -> str:
+    return f"{results}/{JSON_FILES[kind].format(tok=tok, gen=gen)}"
+
+
+def _row_jsons(part: Part, row: OurRow, results: str | Path) -> dict[str, str]:
+    kinds = dict.fromkeys(src.split(".")[0] for src in part.metrics.values() if src)
+    return {k: metric_json(results, k, row.tokenizer, row.generator) for k in kinds}
+
+
+def inputs_for(table: str, scale: str, results: str | Path | None = None) -> list[str]:
+    """The metrics JSONs `table` needs at `scale` (each once), e.g. for a Snakemake input function."""
+    results = results or f"results/{scale}"
+    paths = [p for part, row in get_spec(table).our_rows() for p in _row_jsons(part, row, results).values()]
+    return list(dict.fromkeys(paths))
+
+
+# --------------------------------------------------------------------------- values
+def _load_json(path: str, kind: str, table: str) -> dict:
+    if not Path(path).is_file():
+        raise MissingMetricError(
+            f"{table}: metrics file {path} is missing; it is built by rule {JSON_RULES[kind]}: "
+            f"`snakemake --cores all {path}` (or build the whole table: `snakemake --cores all tables/{table}.csv`)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _lookup(obj: dict, key: str, path: str, table: str) -> float:
+    value = obj
+    for k in key.split("."):
+        if not isinstance(value, dict) or k not in value:
+            raise MissingMetricError(f"{table}: {path} has no metric {key!r} (keys: {sorted(obj)}); rebuild it with "
+                                     f"`snakemake --cores all --forcerun {path}`")
+        value = value[k]
+    if not isinstance(value, int | float):
+        raise MissingMetricError(f"{table}: {path}: metric {key!r} is {value!r}, not a number")
+    return float(value)
+
+
+def _fmt_ours(v: float) -> str:
+    return "nan" if math.isnan(v) else repr(round(v, 4))
+
+
+def collect_rows(table: str, results: str | Path, scale: str) -> list[dict[str, str]]:
+    """One dict per output row (every paper row once, ours beside it); raises on a missing metric."""
+    spec = get_spec(table)
+    out = []
+    for part in spec.parts:
+        ours = {r.paper_row: r for r in part.ours}
+        for prow in read_paper_table(part.paper_csv):
+            n = int(prow["row"])
+            row = {"part": part.name, "paper_row": str(n), "label": part.label.format(**prow)}
+            row |= {k: prow.get(k, "") for k in spec.keep_columns}
+            row |= {"tokenizer": "", "generator": "", "guidance": ""}
+            for col in spec.metric_columns:
+                row[col] = ""
+                row[f"{col}_paper"] = prow.get(col, "") if col in part.metrics else ""
+            if n in ours:
+                r = ours[n]
+                jsons = _row_jsons(part, r, results)
+                loaded = {k: _load_json(p, k, table) for k, p in jsons.items()}
+                for col, src in part.metrics.items():
+                    if src:
+                        kind, key = src.split(".", 1)
+                        row[col] = _fmt_ours(_lookup(loaded[kind], key, jsons[kind], table))
+                uses_gen = [k for k in jsons if k != "recon"]
+                row |= {"tokenizer": r.tokenizer, "generator": r.generator if uses_gen else "",
+                        "guidance": "+".join(uses_gen), "source": "ours"}
+            else:
+                row["source"] = "paper" if n in part.paper_rows else "cited"
+            row["scale"] = scale
+            out.append(row)
+    return out
+
+
+def csv_columns(spec: TableSpec) -> list[str]:
+    cols = (["part"] if spec.has_parts else []) + ["paper_row", "label", *spec.keep_columns,
+                                                   "tokenizer", "generator", "guidance"]
+    for m in spec.metric_columns:
+        cols += [m, f"{m}_paper"]
+    return cols + ["source", "scale"]
+
+
+# --------------------------------------------------------------------------- footnotes
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST (grey, 28x28 zero-padded, replicated to RGB)",
+                 "imagefolder": "ImageNet-1k"}
+OOD_NAMES = {"digits": "scikit-learn's 8x8 digits (upsampled)", "coco": "COCO val2017"}
+
+
+def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
+    """Footnotes naming every stand-in of `scale` that this table's rows of ours depend on.
+
+    Derived by comparing the `scale` block of params.yaml with the `paper` block, so the
+    notes follow the params (nothing to write when `scale` is `paper`).
+    """
+    if scale == "paper" or not spec.our_rows():
+        return []
+    a, p = params.scales[scale], params.scales["paper"]
+    sources = [s for part in spec.parts for s in part.metrics.values() if s]
+    uses_recon = any(s.startswith("recon.") for s in sources)
+    uses_gen = any(not s.startswith("recon.") for s in sources)
+    uses_ood = any(s.startswith("recon.ood.") for s in sources)
+    uses_is = any(s.endswith(".is") for s in sources)
+    uses_cfg = any(s.startswith("cfg.") for s in sources)
+    uses_pr = any(s.endswith((".precision", ".recall")) for s in sources)
+    notes = []
+    if (a.data.dataset, a.data.image_size) != (p.data.dataset, p.data.image_size):
+        notes.append(f"Data: {DATASET_NAMES.get(a.data.dataset, a.data.dataset)} at {a.data.image_size}x"
+                     f"{a.data.image_size}, {a.data.num_classes} classes, stands in for "
+                     f"{DATASET_NAMES.get(p.data.dataset, p.data.dataset)} at {p.data.image_size}x{p.data.image_size} "
+                     f"({p.data.num_classes} classes).")
+    at, pt = a.tokenizer, p.tokenizer
+    if (at.model.size, at.optim.steps) != (pt.model.size, pt.optim.steps):
+        gan = (f"; GAN loss weight {at.loss.disc_weight} (paper {pt.loss.disc_weight})"
+               if at.loss.disc_weight != pt.loss.disc_weight else "")
+        notes.append(f"Tokenizer: {at.model.size} with {at.model.num_latent_tokens} latent tokens x "
+                     f"{at.model.latent_dim} dims stands in for {pt.model.size} ({pt.model.num_latent_tokens} x "
+                     f"{pt.model.latent_dim}); {at.optim.steps:,} training + {at.finetune.steps:,} decoder "
+                     f"fine-tuning steps (paper {pt.optim.steps:,} + {pt.finetune.steps:,}){gan}.")
+    if at.networks.kind == "standin":
+        notes.append("Teachers: the `dino` and `clip` aux targets, the perceptual loss and the discriminator "
+                     "backbone use small stand-in CNNs trained on the train split by rule train_standin "
+                     "(self-supervised for DINO, label-supervised for CLIP) instead of DINOv2-L, SigLIP, "
+                     "LPIPS-VGG and DINOv2-S.")
+    gens = sorted({r.generator for _, r in spec.our_rows() if r.generator}) if uses_gen else []
+    swapped = []
+    for g in gens:
+        ga, gp = params.generator(g, scale), params.generator(g, "paper")
+        if (ga.size, ga.optim.steps) != (gp.size, gp.optim.steps):
+            swapped.append(f"`{g}`: {ga.size}, {ga.optim.steps:,} steps for {gp.size}, {gp.optim.steps:,} steps")
+    if swapped:
+        notes.append("Generators (stand-in size and length): " + "; ".join(swapped) + ".")
+    ea, ep = a.evaluation, p.evaluation
+    if ea.feature_network != ep.feature_network and (uses_recon or uses_gen):
+        bound = (f" IS is bounded by the evaluator's number of classes ({a.data.num_classes}, not "
+                 f"{p.data.num_classes})." if uses_is else "")
+        what = "FID" + ("/IS" if uses_is else "") + ("/precision/recall" if uses_pr else "")
+        notes.append(f"{what} features: a classifier trained on the train split (rule train_standin, role "
+                     f"evaluator; feature_network `{ea.feature_network}`) stands in for Inception-v3"
+                     f"{' (and VGG16 for precision/recall)' if uses_pr else ''}.{bound}")
+    if uses_recon and ea.num_recon != ep.num_recon:
+        notes.append(f"rFID/PSNR/SSIM on {ea.num_recon:,} validation images (paper {ep.num_recon:,}).")
+    sa, sp = a.sampling, p.sampling
+    if uses_gen and (sa.num_samples, sa.num_steps) != (sp.num_samples, sp.num_steps):
+        cfg = (f"; w/ CFG: scale {sa.cfg_scale} on [{sa.cfg_interval_low}, {sa.cfg_interval_high}] (paper "
+               f"{sp.cfg_scale} on [{sp.cfg_interval_low}, {sp.cfg_interval_high}])" if uses_cfg else "")
+        notes.append(f"gFID from {sa.num_samples:,} generated samples instead of {sp.num_samples:,}; "
+                     f"{sa.num_steps} sampling steps (paper {sp.num_steps}){cfg}.")
+    if uses_ood and ea.ood_dataset != ep.ood_dataset:
+        notes.append(f"COCO columns: out-of-domain reconstruction on {OOD_NAMES.get(ea.ood_dataset, ea.ood_dataset)}"
+                     f" instead of {OOD_NAMES.get(ep.ood_dataset, ep.ood_dataset)}.")
+    notes.append(f"At scale `{scale}` our numbers are NOT comparable in absolute value to the paper's (other data, "
+                 "resolution, model sizes, training length and feature network): compare the ordering of rows "
+                 "within a table, not the values across the ours/paper columns.")
+    return notes
+
+
+# --------------------------------------------------------------------------- output
+METRIC_NAMES = {"rfid": "rFID", "gfid": "gFID", "is": "IS", "psnr": "PSNR", "ssim": "SSIM",
+                "precision": "Prec.", "recall": "Rec."}
+
+
+def metric_title(col: str) -> str:
+    words = []
+    for w in col.split("_"):
+        words.append({"nocfg": "w/o CFG", "cfg": "w/ CFG", "imagenet": "ImageNet", "coco": "COCO"}.get(
+            w, METRIC_NAMES.get(w, w)))
+    return " ".join(words)
+
+
+def _md_cell(v: str, col: str, ours: list[str]) -> str:
+    """Our metric values rounded as the paper prints them; every other cell as it is."""
+    if v in ("", "nan") or col not in ours:
+        return v
+    try:
+        x = float(v)
+    except ValueError:
+        return v
+    return f"{x:.3f}" if any(k in col for k in ("ssim", "precision", "recall")) else f"{x:.2f}"
+
+
+def render_markdown(spec: TableSpec, rows: list[dict[str, str]], scale: str, results: str | Path,
+                    notes: list[str]) -> str:
+    lines = [f"# {spec.title}", "",
+             f"Scale: **{scale}** (metrics from `{results}`). Each metric has two columns: *ours* (this "
+             "pipeline) and *paper* (as printed in the paper). `source`: **ours** = our run beside the paper's "
+             "row; **cited** = a result the paper cites from other work (kept as printed, never recomputed); "
+             "**paper** = the paper's own result, not reproduced here.", ""]
+    for part in spec.parts:
+        if part.name:
+            lines += [f"## {part.title or part.name}", ""]
+        metrics = list(part.metrics)
+        uses_gen = any(s and not s.startswith("recon.") for s in part.metrics.values())
+        header = ["row", *part.keep, "tokenizer", *(["generator"] if uses_gen else [])]
+        heads = ["Row", *part.keep, "Tokenizer", *(["Generator"] if uses_gen else [])]
+        for m in metrics:
+            header += [m, f"{m}_paper"]
+            heads += [f"{metric_title(m)} (ours)", f"{metric_title(m)} (paper)"]
+        header.append("source")
+        heads.append("Source")
+        lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        for r in rows:
+            if r["part"] != part.name:
+                continue
+            cells = [r["label"]] + [_md_cell(r[c], c, metrics) for c in header[1:]]
+            lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+        lines.append("")
+        if part.notes:
+            lines += [f"- {n}" for n in part.notes] + [""]
+    all_notes = [*spec.notes, *notes]
+    if all_notes:
+        lines += ["## Notes", ""] + [f"{i}. {n}" for i, n in enumerate(all_notes, 1)] + [""]
+    return "\n".join(lines)
+
+
+def make_table(table: str, results: str | Path, scale: str, out_csv: str | Path, out_md: str | Path,
+               params: C.Params | None = None) -> list[dict[str, str]]:
+    """Write `out_csv` and `out_md` (atomically) for `table` from the metrics JSONs under `results`."""
+    spec = get_spec(table)
+    params = params or C.load_params(C.DEFAULT_PARAMS, {"scale": scale})
+    rows = collect_rows(table, results, scale)
+    cols = csv_columns(spec)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    md = render_markdown(spec, rows, scale, results, scale_notes(spec, params, scale))
+    write_text(out_csv, buf.getvalue())
+    write_text(out_md, md)
+    return rows

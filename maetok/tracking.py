@@ -15,10 +15,22 @@ import warnings
 from pathlib import Path
 
 EXPERIMENT = "maetok"
+DEFAULT_URI = "sqlite:///results/mlflow.db"
+ARTIFACTS = Path("results") / "mlartifacts"
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///results/mlflow.db")
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+
+
+def _create_local_experiment(mlflow) -> None:
+    """With the default local store, keep run artifacts under results/ (not ./mlruns)."""
+    Path("results").mkdir(exist_ok=True)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        try:
+            mlflow.create_experiment(EXPERIMENT, artifact_location=ARTIFACTS.resolve().as_uri())
+        except mlflow.exceptions.MlflowException:
+            pass  # another job created it first
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -44,9 +56,9 @@ class Run:
             import mlflow
 
             uri = tracking_uri()
-            if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-                Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             mlflow.set_tracking_uri(uri)
+            if uri == DEFAULT_URI:
+                _create_local_experiment(mlflow)
             mlflow.set_experiment(EXPERIMENT)
             self._mlflow = mlflow
             self._client = mlflow.MlflowClient()

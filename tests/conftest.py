@@ -20,6 +20,20 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         f.write(header + array.astype(np.uint8).tobytes())
 
 
+@pytest.fixture(autouse=True)
+def _quiet_single_thread(monkeypatch):
+    """Every test: one torch thread (tiny tensors gain nothing from intra-op threads, and on a
+    busy 2-core machine the hand-offs cost seconds; results do not depend on it) and no MLflow
+    (tests must not write results/mlflow.db)."""
+    import torch
+
+    monkeypatch.setenv("MAETOK_NO_MLFLOW", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def idx_writer():
     return write_idx

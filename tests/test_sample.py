@@ -50,9 +50,7 @@ class FakeTokenizer(torch.nn.Module):
 
 @pytest.fixture
 def trained(tmp_path, monkeypatch):
-    monkeypatch.setenv("MAETOK_NO_MLFLOW", "1")
     monkeypatch.setattr(latents, "load_tokenizer", lambda path, device: (FakeTokenizer().eval(), None, {}))
-    torch.set_num_threads(1)
     tok = tmp_path / "tok.safetensors"
     tok.write_bytes(b"tokenizer A")
     lat = write_latents(tmp_path / "lat", sha=sha256_file(tok))

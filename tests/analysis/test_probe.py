@@ -2,19 +2,8 @@
 
 import numpy as np
 import pytest
-import torch
 
 from maetok.analysis.probe import linear_probe
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The test box has 2 shared cores; torch's intra-op pool is far slower there when
-    oversubscribed, and results do not depend on the thread count."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _separable(n, c, d, seed):

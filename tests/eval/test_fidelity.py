@@ -16,7 +16,6 @@ from maetok.models.standins import Evaluator, save_weights, seeded
 
 @pytest.fixture
 def setup(tmp_path):
-    torch.set_num_threads(1)
     weights = tmp_path / "evaluator.safetensors"
     save_weights(seeded(Evaluator, 0), weights)  # random but saved: tests only, never the pipeline
     rng = np.random.default_rng(0)

@@ -17,16 +17,6 @@ TINY = {"in_channels": 8, "num_tokens": 16, "num_classes": 10}
 PAPER = {"in_channels": 32, "num_tokens": 128, "num_classes": 1000}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine the
-    thread hand-offs cost seconds per call; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny(key, **kw):
     torch.manual_seed(0)
     return SiT_models[key](**{**TINY, **kw})

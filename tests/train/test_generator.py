@@ -56,12 +56,6 @@ def job(tmp, latents, name, **kw):
                         loss_curve=str(d / "loss.json"), ckpt_dir=str(tmp / "ckpt" / name), progress=False, **kw)
 
 
-@pytest.fixture(autouse=True)
-def _setup(monkeypatch):
-    monkeypatch.setenv("MAETOK_NO_MLFLOW", "1")
-    torch.set_num_threads(1)
-
-
 def test_resume_is_bit_exact_and_stop_saves(tmp_path):
     lat = write_latents(tmp_path / "lat")
     cfg = tiny_cfg()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -11,16 +9,6 @@ from safetensors.torch import load_file
 from maetok import config as C
 from maetok.train import checkpoint as ckpt
 from maetok.train.tokenizer import Job, build_tokenizer, load_tokenizer, stage2_mask_ratio, train
-
-os.environ["MAETOK_NO_MLFLOW"] = "1"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tok_cfg(**override) -> C.TokenizerConfig:

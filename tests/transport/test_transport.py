@@ -20,16 +20,6 @@ PATHS = list(PathType)
 DTYPE = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine the
-    thread hand-offs cost seconds per call; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data_noise_t(n=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 4, 3, generator=g, dtype=DTYPE)

@@ -15,13 +15,11 @@ import time
 from pathlib import Path
 
 from maetok import config as C
+from maetok.commands import add_config_args
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default=str(C.DEFAULT_PARAMS), help="params.yaml to read (default: %(default)s)")
-    p.add_argument("--scale", choices=C.SCALES, help="override `scale` from params.yaml")
-    p.add_argument("--config-json", help="the stage's merged config as JSON (what Snakemake passes); "
-                   "overrides --params/--scale")
+    add_config_args(p, "stage")
 
 
 def _params(args) -> C.Params:

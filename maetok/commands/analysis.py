@@ -9,9 +9,9 @@ path is an explicit argument; the work is in `maetok.analysis.jobs`.
 from __future__ import annotations
 
 import argparse
-import json
 
 from maetok import config as C
+from maetok.commands import load_config
 
 # plot-figure kinds (= maetok.analysis.jobs.FIGURE_KINDS, not imported here to keep `maetok --help` fast).
 FIGURE_KINDS = {
@@ -23,9 +23,7 @@ FIGURE_KINDS = {
 
 
 def _config(args) -> C.AnalysisConfig:
-    if args.config_json:
-        return C.from_dict(C.AnalysisConfig, json.loads(args.config_json), "analysis")
-    return C.load_params(args.params, {"scale": args.scale} if args.scale else None).active.analysis
+    return load_config(args, C.AnalysisConfig, "analysis")
 
 
 def _common_args(p: argparse.ArgumentParser, config: bool = True) -> None:

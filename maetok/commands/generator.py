@@ -7,36 +7,16 @@ param) or, when run by hand, reads it from params.yaml (`--params`, `--scale`, a
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 from maetok import config as C
-
-
-def _config(args, cls, block: str):
-    """The stage config: from --config-json, else from params.yaml at --scale (generator: --variant)."""
-    if args.config_json:
-        return C.from_dict(cls, json.loads(args.config_json), block)
-    params = C.load_params(args.params, {"scale": args.scale} if args.scale else None)
-    if block == "generator":
-        if not args.variant:
-            raise C.ConfigError("--variant is required without --config-json (a generator_variants id)")
-        return params.generator(args.variant)
-    return getattr(params.active, block)
-
-
-def _config_args(p: argparse.ArgumentParser, block: str) -> None:
-    p.add_argument("--config-json", help=f"merged `{block}` config as JSON (what Snakemake passes); "
-                   "overrides --params/--scale")
-    p.add_argument("--params", default=str(C.DEFAULT_PARAMS), help="params.yaml to read (default: %(default)s)")
-    p.add_argument("--scale", choices=C.SCALES, help="override `scale` from params.yaml")
+from maetok.commands import add_config_args, load_config
 
 
 def cmd_cache_latents(args) -> int:
     from maetok.latents import cache_latents
 
-    data_cfg = _config(args, C.DataConfig, "data")
+    data_cfg = load_config(args, C.DataConfig, "data")
     stats = cache_latents(args.tokenizer, args.data, args.out, batch_size=args.batch_size, hflip=data_cfg.hflip,
                           workers=args.workers)
     print(f"cache-latents: wrote {args.out} ({stats['counts']}; mean {stats['mean']:.4f}, std {stats['std']:.4f}) "
@@ -47,7 +27,7 @@ def cmd_cache_latents(args) -> int:
 def cmd_train_generator(args) -> int:
     from maetok.train.generator import GeneratorJob, train_generator
 
-    cfg = _config(args, C.GeneratorConfig, "generator")
+    cfg = load_config(args, C.GeneratorConfig, "generator")
     job = GeneratorJob(latents=args.latents, out=args.out, steps_dir=args.steps_dir, loss_curve=args.loss_curve,
                        ckpt_dir=args.ckpt_dir, variant=args.variant or "", scale=args.scale or "", seed=args.seed,
                        tags={"tokenizer": args.tokenizer_variant} if args.tokenizer_variant else None,
@@ -61,7 +41,7 @@ def cmd_train_generator(args) -> int:
 def cmd_sample_generator(args) -> int:
     from maetok.sample import sample_generator
 
-    cfg = _config(args, C.SamplingConfig, "sampling")
+    cfg = load_config(args, C.SamplingConfig, "sampling")
     summary = sample_generator(cfg, args.generator, args.latents, args.tokenizer, args.out, args.guidance,
                                seed=args.seed, grid=args.grid, start=args.start, end=args.end)
     print(f"sample-generator: wrote {args.out} {summary}")
@@ -71,7 +51,7 @@ def cmd_sample_generator(args) -> int:
 def cmd_eval_generation(args) -> int:
     from maetok.eval.generation import eval_generation
 
-    cfg = _config(args, C.EvaluationConfig, "evaluation")
+    cfg = load_config(args, C.EvaluationConfig, "evaluation")
     tags = {k: v for k, v in (("tokenizer", args.tokenizer_variant), ("variant", args.variant)) if v}
     m = eval_generation(args.samples, args.data, cfg, args.evaluator, args.out, args.fid_cache, tags, seed=args.seed)
     print(f"eval-generation: gFID {m['gfid']:.3f}, IS {m['is']:.2f}, precision {m['precision']:.3f}, "
@@ -85,7 +65,7 @@ def register(sub) -> None:
                        description="Encode the train split, its horizontal flips (if data.hflip) and the val split "
                        "with a frozen tokenizer; write float16 .npy latents, labels and stats.json (normalisation "
                        "statistics, tokenizer sha256) to --out, atomically.")
-    _config_args(p, "data")
+    add_config_args(p, "data")
     p.add_argument("--tokenizer", required=True, help="tokenizer weights (.safetensors)")
     p.add_argument("--data", required=True, help="prepared data directory (rule prepare_data)")
     p.add_argument("--out", required=True, help="output directory of the latent cache")
@@ -96,7 +76,7 @@ def register(sub) -> None:
     p = sub.add_parser("train-generator", help="train SiT / LightningDiT on cached latents (resumable, DDP-ready)",
                        description="Train a generator on a latent cache. Resumes from --ckpt-dir; on SIGTERM/SIGUSR1 "
                        "it checkpoints and exits with status 3. Run under torchrun for several GPUs.")
-    _config_args(p, "generator")
+    add_config_args(p, "generator")
     p.add_argument("--variant", help="generator_variants id (needed without --config-json; also the MLflow name)")
     p.add_argument("--tokenizer-variant", help="tokenizer id, for MLflow tags")
     p.add_argument("--latents", required=True, help="latent cache directory (rule cache_latents)")
@@ -112,7 +92,7 @@ def register(sub) -> None:
     p = sub.add_parser("sample-generator", help="sample a generator into an .npz of uint8 images + a PNG grid",
                        description="Euler ODE / Euler-Maruyama sampling with optional CFG; noise keyed by the global "
                        "sample index, so --start/--end shards reproduce the full run exactly.")
-    _config_args(p, "sampling")
+    add_config_args(p, "sampling")
     p.add_argument("--generator", required=True, help="generator EMA weights (.safetensors)")
     p.add_argument("--latents", required=True, help="latent cache the generator was trained on (statistics)")
     p.add_argument("--tokenizer", required=True, help="tokenizer weights, to decode")
@@ -127,7 +107,7 @@ def register(sub) -> None:
     p = sub.add_parser("eval-generation", help="gFID, IS, precision, recall of a samples .npz",
                        description="Compare samples with the train split through torch-fidelity (stand-in evaluator "
                        "at tiny, Inception + VGG16 at paper scale); write a metrics JSON and an MLflow run.")
-    _config_args(p, "evaluation")
+    add_config_args(p, "evaluation")
     p.add_argument("--samples", required=True, help="samples .npz (sample-generator)")
     p.add_argument("--data", required=True, help="prepared data directory (the train split is the reference)")
     p.add_argument("--evaluator", help="stand-in evaluator weights (tiny scale)")

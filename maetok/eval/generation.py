@@ -23,15 +23,31 @@ def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         return f["images"], f["labels"]
 
 
+def label_accuracy(images: np.ndarray, labels: np.ndarray, evaluator: str, batch_size: int = 500) -> float:
+    """Fraction of samples the stand-in evaluator classifies as the class they were generated for:
+    a direct check that class-conditional samples are recognisably of their class (tiny scale)."""
+    import torch
+
+    from maetok.models import standins
+
+    net = standins.load_weights(standins.Evaluator(), evaluator).eval()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        pred = torch.cat([net.head(net(standins.to_model_input(x[i:i + batch_size]))[1]).argmax(1)
+                          for i in range(0, len(x), batch_size)])
+    return float((pred.numpy() == labels).mean())
+
+
 def eval_generation(samples: str | Path, data_dir: str | Path, cfg: C.EvaluationConfig, evaluator: str | None,
                     out: str | Path, fid_cache: str | Path, tags: dict | None = None, seed: int = 0) -> dict:
     """Metrics of one samples file against the train split; writes `out` (JSON) and logs an MLflow run."""
     t0 = time.perf_counter()
-    images, _ = load_samples(samples)
+    images, labels = load_samples(samples)
     m = fidelity_metrics(images, data_dir, cfg, evaluator, fid_cache, seed=seed)
+    extra = {"label_accuracy": label_accuracy(images, labels, evaluator)} if cfg.feature_network == "standin" else {}
     metrics = {"samples": str(samples), "num_samples": int(len(images)),
                "gfid": m["fid"], "is": m["isc_mean"], "is_std": m["isc_std"],
-               "precision": m["precision"], "recall": m["recall"],
+               "precision": m["precision"], "recall": m["recall"], **extra,
                "feature_network": cfg.feature_network, **(tags or {}),
                "seconds": round(time.perf_counter() - t0, 1)}
     write_json(out, metrics)

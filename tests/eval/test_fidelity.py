@@ -65,3 +65,19 @@ def test_missing_weights_are_clear_errors(setup, tmp_path):
         fidelity_metrics(images, images, paper, None, tmp_path / "cache")
     with pytest.raises(FidelityError, match="evaluator weights"):
         fidelity_metrics(images, images, cfg, None, tmp_path / "cache")
+
+
+def test_label_accuracy_reads_images_in_npz_layout(tmp_path):
+    import torch
+
+    from maetok.eval.generation import label_accuracy
+    from maetok.models.standins import Evaluator, save_weights, seeded, to_model_input
+
+    weights = tmp_path / "ev.safetensors"
+    net = seeded(Evaluator, 0).eval()
+    save_weights(net, weights)
+    images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)  # (N, H, W, 3) as in .npz
+    with torch.no_grad():
+        own = net.head(net(to_model_input(torch.from_numpy(images).permute(0, 3, 1, 2)))[1]).argmax(1).numpy()
+    assert label_accuracy(images, own, str(weights)) == 1.0
+    assert label_accuracy(images, (own + 1) % 10, str(weights)) == 0.0

@@ -96,6 +96,10 @@ def sample_generator(cfg: C.SamplingConfig, generator: str | Path, latents: str 
     transport = build_transport(gcfg.transport)
     end = cfg.num_samples if end is None else end
     C_ = info["num_classes"]
+    if gcfg.transport.conditional and cfg.num_samples % C_:
+        raise ValueError(f"sampling.num_samples = {cfg.num_samples} is not divisible by the {C_} classes, so the "
+                         "class-balanced labels would not be balanced: set `sampling.num_samples` in params.yaml "
+                         "to a multiple of the number of classes")
     labels_all = balanced_labels(end, C_) if gcfg.transport.conditional else null_labels(end, C_)
     cfg_scale = cfg.cfg_scale if guidance == "cfg" else 1.0
     images, labels = [], []

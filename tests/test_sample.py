@@ -63,7 +63,7 @@ def trained(tmp_path, monkeypatch):
     return tok, lat, gen
 
 
-def sampling(sampler="sde", batch_size=10, num_samples=10):
+def sampling(sampler="sde", batch_size=12, num_samples=12):
     s = C.load_params().scales["tiny"].sampling
     return dataclasses.replace(s, sampler=sampler, num_steps=3, num_samples=num_samples, batch_size=batch_size)
 
@@ -81,8 +81,8 @@ def test_shards_regenerate_identically(trained, tmp_path, sampler, guidance):
                      progress=False)
     w = np.load(whole)
     assert sorted(w.files) == ["images", "indices", "labels"]
-    assert w["images"].dtype == np.uint8 and w["images"].shape == (10, 8, 8, 3)
-    assert (w["indices"] == np.arange(10)).all()
+    assert w["images"].dtype == np.uint8 and w["images"].shape == (12, 8, 8, 3)
+    assert (w["indices"] == np.arange(12)).all()
     joined = np.concatenate([np.load(p)["images"] for p in parts])
     assert np.abs(joined.astype(int) - w["images"].astype(int)).max() <= 1
     assert (np.concatenate([np.load(p)["labels"] for p in parts]) == w["labels"]).all()
@@ -113,3 +113,16 @@ def test_wrong_tokenizer_or_latents_is_a_clear_error(trained, tmp_path):
         sample_generator(sampling(), gen, lat, other_tok, tmp_path / "x.npz", "nocfg", progress=False)
     assert not (tmp_path / "x.npz").exists()
     assert json.loads((lat / "stats.json").read_text())["tokenizer_sha256"] == sha256_file(tok)
+
+
+def test_unbalanceable_sample_count_is_a_clear_error(trained, tmp_path):
+    tok, lat, gen = trained
+    with pytest.raises(ValueError, match="sampling.num_samples"):
+        sample_generator(sampling("ode", num_samples=3 * CLASSES + 1), gen, lat, tok, tmp_path / "s.npz", "nocfg",
+                         progress=False)
+
+
+def test_cfg_interval_outside_unit_range_is_rejected():
+    bad = {**C.to_dict(C.load_params().scales["tiny"].sampling), "cfg_interval_high": 1.5}
+    with pytest.raises(C.ConfigError, match="cfg_interval_high"):
+        C.from_dict(C.SamplingConfig, bad, "sampling")

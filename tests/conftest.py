@@ -101,3 +101,31 @@ def standin_dir(tmp_path) -> Path:
         standins.save_weights(standins.seeded(standins.Standin_models[role], 0),
                               d / f"{role.replace('-', '_')}.safetensors")
     return d
+
+
+LATENT_SHAPE = (8, 4)  # (L, H) of the synthetic latent caches below
+LATENT_CLASSES = 3
+
+
+def write_latent_cache(d: Path, n: int = 32, sha: str = "a" * 64, seed: int = 0) -> Path:
+    """A latent cache in cache_latents' layout: seeded random fp16 latents, labels, stats.json
+    naming the tokenizer's sha256."""
+    import json
+
+    L, H = LATENT_SHAPE
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in ("train", "train_flip", "val"):
+        np.save(d / f"{name}.npy", rng.normal(0.5, 2.0, (n, L, H)).astype(np.float16))
+    for split in ("train", "val"):
+        np.save(d / f"{split}_labels.npy", np.arange(n) % LATENT_CLASSES)
+    stats = {"mean": 0.5, "std": 2.0, "channel_mean": [0.5] * H, "channel_std": [2.0] * H, "num_latent_tokens": L,
+             "latent_dim": H, "num_classes": LATENT_CLASSES, "tokenizer_sha256": sha, "hflip": True}
+    (d / "stats.json").write_text(json.dumps(stats))
+    return d
+
+
+@pytest.fixture
+def latent_cache():
+    """`write_latent_cache(dir, n=32, sha=..., seed=0)`: a synthetic latent cache."""
+    return write_latent_cache

@@ -19,20 +19,6 @@ from maetok.utils.io import sha256_file
 L, H, CLASSES = 8, 4, 3
 
 
-def write_latents(d, sha, n=32):
-    """A latent cache of seeded random latents (its stats.json names the tokenizer's sha256)."""
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in ("train", "train_flip", "val"):
-        np.save(d / f"{name}.npy", rng.normal(0.5, 2.0, (n, L, H)).astype(np.float16))
-    for split in ("train", "val"):
-        np.save(d / f"{split}_labels.npy", np.arange(n) % CLASSES)
-    stats = {"mean": 0.5, "std": 2.0, "channel_mean": [0.5] * H, "channel_std": [2.0] * H, "num_latent_tokens": L,
-             "latent_dim": H, "num_classes": CLASSES, "tokenizer_sha256": sha, "hflip": True}
-    (d / "stats.json").write_text(json.dumps(stats))
-    return d
-
-
 def tiny_cfg() -> C.GeneratorConfig:
     cfg = C.load_params().generator("sit_l", "tiny")
     o = dataclasses.replace(cfg.optim, batch_size=8, steps=2, ckpt_every=10, log_every=1, warmup_steps=0)
@@ -49,11 +35,11 @@ class FakeTokenizer(torch.nn.Module):
 
 
 @pytest.fixture
-def trained(tmp_path, monkeypatch):
+def trained(latent_cache, tmp_path, monkeypatch):
     monkeypatch.setattr(latents, "load_tokenizer", lambda path, device: (FakeTokenizer().eval(), None, {}))
     tok = tmp_path / "tok.safetensors"
     tok.write_bytes(b"tokenizer A")
-    lat = write_latents(tmp_path / "lat", sha=sha256_file(tok))
+    lat = latent_cache(tmp_path / "lat", sha=sha256_file(tok))
     cfg = tiny_cfg()
     gen = tmp_path / "gen" / "ema.safetensors"
     train_generator(cfg, GeneratorJob(str(lat), str(gen), str(tmp_path / "gen" / "steps"),
@@ -102,11 +88,11 @@ def test_labels_are_class_balanced(trained, tmp_path):
     assert np.bincount(labels, minlength=CLASSES).tolist() == [3] * CLASSES
 
 
-def test_wrong_tokenizer_or_latents_is_a_clear_error(trained, tmp_path):
+def test_wrong_tokenizer_or_latents_is_a_clear_error(latent_cache, trained, tmp_path):
     tok, lat, gen = trained
     other_tok = tmp_path / "tok_b.safetensors"
     other_tok.write_bytes(b"tokenizer B")
-    other_lat = write_latents(tmp_path / "lat_b", sha=sha256_file(other_tok))
+    other_lat = latent_cache(tmp_path / "lat_b", sha=sha256_file(other_tok))
     with pytest.raises(LatentCacheError, match="different tokenizers"):
         sample_generator(sampling(), gen, other_lat, other_tok, tmp_path / "x.npz", "nocfg", progress=False)
     with pytest.raises(LatentCacheError, match="is not the one"):

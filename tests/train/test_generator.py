@@ -18,19 +18,6 @@ from maetok.train.utils import NonFiniteLossError
 L, H, CLASSES = 8, 4, 3
 
 
-def write_latents(d, n=32, sha="a" * 64, seed=0):
-    d.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for name in ("train", "train_flip", "val"):
-        np.save(d / f"{name}.npy", rng.normal(0.5, 2.0, (n, L, H)).astype(np.float16))
-    for split in ("train", "val"):
-        np.save(d / f"{split}_labels.npy", np.arange(n) % CLASSES)
-    stats = {"mean": 0.5, "std": 2.0, "channel_mean": [0.5] * H, "channel_std": [2.0] * H, "num_latent_tokens": L,
-             "latent_dim": H, "num_classes": CLASSES, "tokenizer_sha256": sha, "hflip": True}
-    (d / "stats.json").write_text(json.dumps(stats))
-    return d
-
-
 def tiny_cfg(**optim) -> C.GeneratorConfig:
     cfg = C.load_params().generator("sit_l", "tiny")
     o = dataclasses.replace(cfg.optim, batch_size=8, steps=3, ckpt_every=10, log_every=1, warmup_steps=0,
@@ -56,8 +43,8 @@ def job(tmp, latents, name, **kw):
                         loss_curve=str(d / "loss.json"), ckpt_dir=str(tmp / "ckpt" / name), progress=False, **kw)
 
 
-def test_resume_is_bit_exact_and_stop_saves(tmp_path):
-    lat = write_latents(tmp_path / "lat")
+def test_resume_is_bit_exact_and_stop_saves(latent_cache, tmp_path):
+    lat = latent_cache(tmp_path / "lat")
     cfg = tiny_cfg()
     full = job(tmp_path, lat, "full")
     assert train_generator(cfg, full)["steps"] == 3
@@ -85,8 +72,8 @@ def test_resume_is_bit_exact_and_stop_saves(tmp_path):
     assert not torch.equal(step1["final_layer.linear.weight"], a["final_layer.linear.weight"])
 
 
-def test_non_finite_loss_keeps_last_good_checkpoint(tmp_path):
-    lat = write_latents(tmp_path / "lat")
+def test_non_finite_loss_keeps_last_good_checkpoint(latent_cache, tmp_path):
+    lat = latent_cache(tmp_path / "lat")
     cfg = tiny_cfg()
     j = job(tmp_path, lat, "run", stop=StopAfter(2))
     train_generator(cfg, j)
@@ -103,8 +90,8 @@ def test_non_finite_loss_keeps_last_good_checkpoint(tmp_path):
     assert not (tmp_path / "run" / "ema.safetensors").exists()
 
 
-def test_unconditional_and_stale_checkpoints(tmp_path, monkeypatch):
-    lat = write_latents(tmp_path / "lat")
+def test_unconditional_and_stale_checkpoints(latent_cache, tmp_path, monkeypatch):
+    lat = latent_cache(tmp_path / "lat")
     cfg = tiny_cfg()
     cfg = dataclasses.replace(cfg, transport=dataclasses.replace(cfg.transport, conditional=False))
     seen = []
@@ -121,7 +108,7 @@ def test_unconditional_and_stale_checkpoints(tmp_path, monkeypatch):
     train_generator(cfg, j)
     assert all((y == CLASSES).all() for y in seen)
     # the same checkpoint directory with another tokenizer's latents is never resumed
-    write_latents(tmp_path / "lat", sha="b" * 64)
+    latent_cache(tmp_path / "lat", sha="b" * 64)
     j.stop = StopAfter(10)
     with pytest.warns(UserWarning, match="another config or tokenizer"):
         train_generator(cfg, j)

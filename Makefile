@@ -43,3 +43,55 @@ mlflow-ui: bootstrap
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ---- DVC: version the results, and go back to those of an earlier commit (README: DVC) ----
+# The default remote is ../maetok-dvc-remote (a directory beside the checkout; .dvc/config).
+# SCALE: the results tree to version (default: params.yaml's scale). CONFIGFILES: the
+# Snakemake config files of the results (restored from REV together with the data).
+DVC := DVC_NO_ANALYTICS=1 $(BIN)/dvc
+SCALE ?= $(shell sed -n 's/^scale: *\([a-z]*\).*/\1/p' params.yaml)
+CONFIGFILES ?= params.yaml
+.PHONY: dvc-add dvc-commit dvc-push dvc-status restore
+
+# The prepared dataset and the stand-in networks: `dvc add`ed, not stage outs (dvc.yaml).
+dvc-add:
+	$(DVC) add -q --no-relink $(wildcard results/$(SCALE)/data results/$(SCALE)/aux_models)
+
+# Record the current outputs of every stage whose outputs all exist (nothing reruns).
+dvc-commit: dvc-add
+	@stages=$$($(DVC) stage list | sed 's/ *Outputs /|/; s/, / /g' | while IFS='|' read -r name outs; do \
+	  ok=1; for o in $$outs; do [ -e "$$o" ] || ok=0; done; [ $$ok = 1 ] && echo "$$name"; done); \
+	echo "dvc commit: $${stages:-nothing to commit}"; [ -z "$$stages" ] || $(DVC) commit -f -q --no-relink $$stages
+
+dvc-push:
+	$(DVC) push -q
+
+dvc-status:
+	$(DVC) status
+
+# make restore REV=<git rev> [TARGETS="tables/table4.csv ..."]: the .dvc files, dvc.lock and
+# config files of REV, the data they record (stages REV committed) from the cache, else the
+# remote, then `snakemake --touch`
+# (DVC does not keep mtimes, and .snakemake/metadata holds the params of the newer run) so
+# that `snakemake -n` has nothing to do. TARGETS default: the tables and figures present.
+restore:
+	@test -n "$(REV)" || { echo "usage: make restore REV=<git rev> [TARGETS=...]" >&2; exit 2; }
+	git checkout $(REV) -- dvc.lock $(CONFIGFILES) $$(git ls-tree -r --name-only $(REV) | grep '\.dvc$$')
+	@recorded="$$($(BIN)/python -c 'import yaml; print(*yaml.safe_load(open("dvc.lock"))["stages"])') \
+	  $$(git ls-tree -r --name-only $(REV) | grep '\.dvc$$')"; echo "dvc checkout $$recorded"; \
+	$(DVC) checkout -q $$recorded || $(DVC) pull -q $$recorded
+	@targets="$(TARGETS)"; [ -n "$$targets" ] || \
+	  targets=$$(ls tables/table*.csv tables/table*.md figures/fig*.png figures/fig*.pdf 2>/dev/null); \
+	echo "snakemake --touch $$targets"; $(BIN)/snakemake --touch --cores 1 $$targets --configfile $(CONFIGFILES) -q all
+
+# ---- HTML report (README: HTML report) ----
+# make report [TARGETS="tables/table4.csv ..."] [REPORT=report.zip]: the tables and figures
+# (default: those present) with their captions (workflow/report/) in one self-contained
+# HTML file, or a zip archive when REPORT ends in .zip.
+REPORT ?= report.html
+.PHONY: report
+report: bootstrap
+	@targets="$(TARGETS)"; [ -n "$$targets" ] || targets=$$(ls tables/table*.csv figures/fig*.png 2>/dev/null); \
+	test -n "$$targets" || { echo "make report: no table or figure yet (build one first, e.g." \
+	  "snakemake --cores all tables/table4.csv)" >&2; exit 2; }; \
+	echo "snakemake --report $(REPORT) $$targets"; $(BIN)/snakemake --report $(REPORT) $$targets

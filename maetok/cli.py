@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from maetok import config as C
-from maetok.commands import add_config_args
+from maetok.commands import add_config_args, check_outputs
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -77,6 +77,7 @@ def cmd_train_standin(args) -> int:
     from maetok.train import standins
 
     cfg = _stage_config(args, standins=(C.StandinsConfig, lambda p, v: p.active.standins))
+    check_outputs(args.out)
     metrics = standins.run(args.role, cfg["standins"], args.data, args.out, cfg["seed"],
                            _tags(args, cfg, "train_standin"))
     acc = metrics.get("test_acc", metrics.get("knn_acc"))
@@ -87,6 +88,7 @@ def cmd_train_standin(args) -> int:
 def _tokenizer_job(args, cfg, stage: int) -> int:
     from maetok.train.tokenizer import Job, train
 
+    check_outputs(args.out, ckpt_dir=args.ckpt_dir)
     job = Job(data_dir=args.data, aux_dir=args.aux, out=args.out, ckpt_dir=args.ckpt_dir,
               init=getattr(args, "init", "") or "", variant=args.variant or "", scale=cfg["scale"],
               seed=cfg["seed"], tags=_tags(args, cfg, f"tokenizer_stage{stage}"))
@@ -108,6 +110,7 @@ def cmd_eval_reconstruction(args) -> int:
     from maetok.eval import reconstruction
 
     cfg = _stage_config(args, evaluation=(C.EvaluationConfig, lambda p, v: p.active.evaluation))
+    check_outputs(args.out, args.grid)
     m = reconstruction.run(args.tokenizer, args.data, cfg["evaluation"], args.evaluator, args.out, args.grid,
                            args.fid_cache, _tags(args, cfg, "eval_reconstruction"))
     print(f"eval-reconstruction: rFID {m['rfid']:.3f}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f} "
@@ -206,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     analysis_commands.register(sub)
     from maetok.commands import report as report_commands
     report_commands.register(sub)
+    from maetok.commands import mlflow_import
+
+    mlflow_import.register(sub)
 
     p = sub.add_parser("check-params", help="validate params.yaml and exit",
                        description="Load params.yaml strictly; print the first problem with its key path.")
@@ -223,10 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type, ...]:
     """Exceptions that describe a user-fixable problem: printed as one message, exit code 2."""
     from maetok.data import DataError
+    from maetok.eval.fidelity import FidelityError
+    from maetok.eval.generation import SamplesError
+    from maetok.latents import LatentCacheError
+    from maetok.models.sit import LatentShapeError
+    from maetok.models.tokenizer import ImageSizeError
     from maetok.train.checkpoint import CheckpointError
     from maetok.train.utils import NonFiniteLossError
+    from maetok.utils.io import OutputDirError
 
-    return C.ConfigError, DataError, CheckpointError, NonFiniteLossError, FileNotFoundError
+    return (C.ConfigError, DataError, CheckpointError, NonFiniteLossError, LatentCacheError, SamplesError,
+            FidelityError, OutputDirError, ImageSizeError, LatentShapeError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -194,6 +194,7 @@ class LatentStats:
     num_classes: int
     tokenizer_sha256: str
     raw: dict
+    directory: str = ""
 
     @classmethod
     def load(cls, latent_dir: str | Path) -> LatentStats:
@@ -201,9 +202,23 @@ class LatentStats:
         if not path.is_file():
             raise LatentCacheError(f"{path} not found: build the latent cache with `snakemake {latent_dir}` "
                                    "(rule cache_latents)")
-        raw = json.loads(path.read_text())
-        return cls(raw["mean"], raw["std"], tuple(raw["channel_mean"]), tuple(raw["channel_std"]),
-                   raw["num_latent_tokens"], raw["latent_dim"], raw["num_classes"], raw["tokenizer_sha256"], raw)
+        rebuild = f"delete {latent_dir} and rebuild it with `snakemake {latent_dir}` (rule cache_latents)"
+        try:
+            raw = json.loads(path.read_text())
+            stats = cls(float(raw["mean"]), float(raw["std"]), tuple(map(float, raw["channel_mean"])),
+                        tuple(map(float, raw["channel_std"])), int(raw["num_latent_tokens"]), int(raw["latent_dim"]),
+                        int(raw["num_classes"]), str(raw["tokenizer_sha256"]), raw, str(latent_dir))
+        except json.JSONDecodeError as e:
+            raise LatentCacheError(f"{path} is not valid JSON ({e}): the file is truncated or edited; "
+                                   f"{rebuild}") from None
+        except KeyError as e:
+            raise LatentCacheError(f"{path} lacks the key {e.args[0]!r}: {rebuild}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise LatentCacheError(f"{path} holds a value of the wrong type ({e}): {rebuild}") from None
+        if len(stats.channel_mean) != stats.latent_dim or len(stats.channel_std) != stats.latent_dim:
+            raise LatentCacheError(f"{path}: channel_mean/channel_std have {len(stats.channel_mean)}/"
+                                   f"{len(stats.channel_std)} entries, latent_dim is {stats.latent_dim}: {rebuild}")
+        return stats
 
     def mean_std(self, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) broadcastable to (B, L, H): 0-dim for `scalar`, (H,) for `channel`."""
@@ -231,13 +246,36 @@ class LatentStats:
                 "tokenizer (snakemake reruns it once the latents changed), or pass the matching latents.")
 
 
-def load_latents(latent_dir: str | Path, split: str = "train", flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Raw cached latents (N, L, H) float16, memory-mapped, and labels (N,) int64."""
+def _load_npy(path: Path, rebuild: str, mmap: bool) -> np.ndarray:
+    if not path.is_file():
+        raise LatentCacheError(f"{path} not found: {rebuild}")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise LatentCacheError(f"{path} is unreadable ({e}): the file is truncated or corrupted; {rebuild}") from None
+
+
+def load_latents(latent_dir: str | Path, split: str = "train", flip: bool = False,
+                 stats: LatentStats | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw cached latents (N, L, H) float16, memory-mapped, and labels (N,) int64, checked against
+    the cache's stats.json (shape, dtype, label count)."""
     d = Path(latent_dir)
+    stats = stats or LatentStats.load(d)
     name = f"{split}_flip" if flip else split
-    if not (d / f"{name}.npy").is_file():
-        raise LatentCacheError(f"{d / f'{name}.npy'} not found: rebuild the cache (rule cache_latents)")
-    return np.load(d / f"{name}.npy", mmap_mode="r"), np.load(d / f"{split}_labels.npy")
+    rebuild = f"delete {d} and rebuild it with `snakemake {d}` (rule cache_latents)"
+    z = _load_npy(d / f"{name}.npy", rebuild, mmap=True)
+    labels = _load_npy(d / f"{split}_labels.npy", rebuild, mmap=False)
+    shape = (stats.num_latent_tokens, stats.latent_dim)
+    if z.ndim != 3 or tuple(z.shape[1:]) != shape:
+        raise LatentCacheError(f"{d / f'{name}.npy'} holds latents of shape {z.shape}, but {d / 'stats.json'} "
+                               f"declares (N, L, H) = (N, {shape[0]}, {shape[1]}): {rebuild}")
+    if z.dtype != LATENT_DTYPE:
+        raise LatentCacheError(f"{d / f'{name}.npy'} has dtype {z.dtype}, expected {np.dtype(LATENT_DTYPE).name} "
+                               f"(cache_latents writes {np.dtype(LATENT_DTYPE).name}): {rebuild}")
+    if labels.shape != (len(z),) or not np.issubdtype(labels.dtype, np.integer):
+        raise LatentCacheError(f"{d / f'{split}_labels.npy'} holds {labels.dtype} {labels.shape}, expected "
+                               f"({len(z)},) integer labels to match {name}.npy: {rebuild}")
+    return z, labels
 
 
 class LatentDataset:
@@ -253,9 +291,9 @@ class LatentDataset:
         self.stats = LatentStats.load(latent_dir)
         self.norm = norm
         self.stats.mean_std(norm)  # validates `norm`
-        self.z, self.labels = load_latents(latent_dir, split)
+        self.z, self.labels = load_latents(latent_dir, split, stats=self.stats)
         hflip = hflip and split == "train" and self.stats.raw.get("hflip", True)
-        self.z_flip = load_latents(latent_dir, split, flip=True)[0] if hflip else None
+        self.z_flip = load_latents(latent_dir, split, flip=True, stats=self.stats)[0] if hflip else None
         self.labels = torch.from_numpy(self.labels)
         self.seed = seed
 

@@ -197,16 +197,21 @@ class PerceptualLoss(nn.Module):
     def train(self, mode=True):
         return super().train(False)  # the feature network always runs in eval mode
 
+    def _features(self, x):
+        """Unit-normalised stage maps; an input without grad (the target) runs under no_grad,
+        which saves its half of the backward pass."""
+        shift, scale = self.shift.view(1, -1, 1, 1), self.scale.view(1, -1, 1, 1)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+            return [F.normalize(f, dim=1, eps=1e-10) for f in self.backbone.forward_features((x - shift) / scale)]
+
     def forward(self, x, y):
         """x, y: (B, 3, H, W) in [-1, 1] -> scalar."""
-        shift, scale = self.shift.view(1, -1, 1, 1), self.scale.view(1, -1, 1, 1)
-        feats = self.backbone.forward_features((torch.cat([x, y]) - shift) / scale)
         dist = x.new_zeros(())
-        for i, f in enumerate(feats):
-            fx, fy = F.normalize(f, dim=1, eps=1e-10).chunk(2)
+        feats_x, feats_y = self._features(x), self._features(y)
+        for i, (fx, fy) in enumerate(zip(feats_x, feats_y, strict=True)):
             d2 = (fx - fy).pow(2)
             if not self.learned:
-                d = d2.sum(1) / (2 * len(feats))
+                d = d2.sum(1) / (2 * len(feats_x))
             else:
                 d = torch.einsum("bc...,c->b...", d2, getattr(self, f"lin{i}"))
             dist = dist + d.flatten(1).mean(1).mean()

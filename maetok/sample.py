@@ -33,8 +33,9 @@ GUIDANCE = ("nocfg", "cfg")
 
 def sample_latents(model, transport, idx: torch.Tensor, y: torch.Tensor, seed: int, sampler: str, num_steps: int,
                    t_last: float = 0.04, cfg_scale: float = 1.0, cfg_interval=(0.0, 1.0),
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Normalised latents x_0 (B, L, H) of global samples `idx` with labels `y` (B,)."""
+                   device: torch.device | str = "cpu", bf16: bool = True) -> torch.Tensor:
+    """Normalised latents x_0 (B, L, H) of global samples `idx` with labels `y` (B,); the model runs
+    under bf16 autocast if `bf16`."""
     device = torch.device(device)
     shape = (model.num_tokens, model.in_channels)
     z = initial_noise(idx, shape, seed).to(device)
@@ -42,15 +43,23 @@ def sample_latents(model, transport, idx: torch.Tensor, y: torch.Tensor, seed: i
         model_fn = functools.partial(model.forward_with_cfg, cfg_scale=cfg_scale, cfg_interval=tuple(cfg_interval))
     else:
         model_fn = model.forward
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         if sampler == "sde":
             noise = IndexedNoise(idx, seed, stream=1)
             return transport.sample_sde(num_steps, t_last)(z, model_fn, noise_fn=noise, y=y.to(device)).float()
         return transport.sample_ode(num_steps)(z, model_fn, y=y.to(device)).float()
 
 
-def check_pairing(info: dict, stats: LatentStats, tokenizer_path: str | Path, generator_path: str | Path) -> None:
+def check_pairing(info: dict, stats: LatentStats, tokenizer_path: str | Path, generator_path: str | Path,
+                  size: str = "") -> None:
     """The generator, the latent cache and the tokenizer must belong together."""
+    built, cached = (info["num_tokens"], info["latent_dim"]), (stats.num_latent_tokens, stats.latent_dim)
+    if built != cached:
+        raise LatentCacheError(
+            f"generator {generator_path} ({size or 'SiT'}) was trained on latents (L, H) = {built}, but the latent "
+            f"cache {stats.directory} holds (L, H) = {cached} (tokenizer "
+            f"{stats.raw.get('tokenizer_path')}): pass the latents and tokenizer this generator was trained with, "
+            "or retrain the generator on these latents")
     stats.check_tokenizer(info["tokenizer_sha256"], f"generator {generator_path}")
     sha = sha256_file(tokenizer_path)
     if sha != stats.tokenizer_sha256:
@@ -88,16 +97,16 @@ def sample_generator(cfg: C.SamplingConfig, generator: str | Path, latents: str 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, gcfg, info = load_generator(generator, device)
     stats = LatentStats.load(latents)
-    check_pairing(info, stats, tokenizer, generator)
+    check_pairing(info, stats, tokenizer, generator, gcfg.size)
     if guidance == "cfg" and not gcfg.transport.conditional:
-        raise ValueError(f"{generator} is unconditional; classifier-free guidance needs a conditional model "
+        raise C.ConfigError(f"{generator} is unconditional; classifier-free guidance needs a conditional model "
                          "(use guidance 'nocfg')")
     tok, _, _ = latent_cache.load_tokenizer(tokenizer, device)
     transport = build_transport(gcfg.transport)
     end = cfg.num_samples if end is None else end
     C_ = info["num_classes"]
     if gcfg.transport.conditional and cfg.num_samples % C_:
-        raise ValueError(f"sampling.num_samples = {cfg.num_samples} is not divisible by the {C_} classes, so the "
+        raise C.ConfigError(f"sampling.num_samples = {cfg.num_samples} is not divisible by the {C_} classes, so the "
                          "class-balanced labels would not be balanced: set `sampling.num_samples` in params.yaml "
                          "to a multiple of the number of classes")
     labels_all = balanced_labels(end, C_) if gcfg.transport.conditional else null_labels(end, C_)
@@ -107,7 +116,7 @@ def sample_generator(cfg: C.SamplingConfig, generator: str | Path, latents: str 
         idx = torch.arange(a, min(a + cfg.batch_size, end))
         y = labels_all[idx]
         x0 = sample_latents(model, transport, idx, y, seed, cfg.sampler, cfg.num_steps, cfg.sde_t_last, cfg_scale,
-                            (cfg.cfg_interval_low, cfg.cfg_interval_high), device)
+                            (cfg.cfg_interval_low, cfg.cfg_interval_high), device, cfg.bf16)
         with torch.no_grad():
             x = tok.decode(stats.denormalize(x0, gcfg.latent_norm))
         images.append(to_uint8(x).permute(0, 2, 3, 1).cpu())

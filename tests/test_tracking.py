@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from maetok.tracking import Run
+from maetok.cli import main
+from maetok.commands.mlflow_import import import_results
+from maetok.tracking import Run, run_tags
 
 
 def test_run_logs_to_the_local_store_under_results(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MAETOK_NO_MLFLOW")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # = unset; restored after the test (MLflow exports it)
     (tmp_path / "metrics.json").write_text("{}")
     with Run("ae/stage1", {"scale": "tiny", "stage": "test", "variant": "ae"}, {"optim": {"lr": 1e-3}}) as run:
         run.log_metrics({"loss": 0.5}, step=1)
@@ -33,3 +38,77 @@ def test_unusable_tracking_uri_warns_and_carries_on(tmp_path, monkeypatch):
     run.log_metrics({"loss": 1.0})
     run.end()
     assert not run.ok
+
+
+def test_run_tags_fill_blanks_from_the_workflow_and_keep_the_callers(monkeypatch):
+    monkeypatch.setenv("MAETOK_TAGS", json.dumps({"scale": "tiny", "tables": ",table4,", "variant": "from-env"}))
+    tags = run_tags({"stage": "eval_reconstruction", "variant": "maetok", "tables": ""})
+    assert tags == {"scale": "tiny", "stage": "eval_reconstruction", "variant": "maetok", "tables": ",table4,"}
+    monkeypatch.delenv("MAETOK_TAGS")
+    assert run_tags({"stage": "x"}) == {"scale": "", "stage": "x", "variant": "", "tables": ""}
+
+
+def _store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAETOK_NO_MLFLOW")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # = unset; restored after the test (MLflow exports it)
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/results/mlflow.db")
+    return mlflow
+
+
+def _write(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_import_mlflow_backfills_missing_runs_once(tmp_path, monkeypatch):
+    mlflow = _store(tmp_path, monkeypatch)
+    res = tmp_path / "results" / "tiny"
+    recon = _write(res / "tokenizer/maetok_main/recon.json", {"rfid": 12.5, "psnr": 20.0, "ood": {"rfid": 30.0},
+                                                                "variant": "maetok_main"})
+    _write(res / "tokenizer/ae/stage1.json", {"steps": 4, "seconds": 1.5, "final": {"loss": 0.25}})
+    _write(res / "generator/ae/sit_l/nocfg.json", {"gfid": 80.0, "is": 2.0, "tokenizer": "ae", "variant": "sit_l"})
+    _write(res / "aux_models/evaluator.json", {"test_acc": 0.5})
+    (res / "analysis/ae").mkdir(parents=True)
+    (res / "analysis/ae/gmm.json").write_text("")  # a job killed while writing: reported, not imported
+    # Live runs: one logged its JSON (tagged with the JSON's sha256), one only its metrics.
+    monkeypatch.setenv("MAETOK_TAGS", json.dumps({"scale": "tiny", "tables": ",table4,"}))
+    with Run("r", {"stage": "eval_reconstruction", "variant": "maetok_main"}) as run:
+        run.log_metrics({"rfid": 12.5})
+        run.log_artifact(recon)
+    monkeypatch.delenv("MAETOK_TAGS")
+    with Run("s", {"scale": "tiny", "stage": "train_standin", "variant": "evaluator"}) as live:
+        live.log_metrics({"test_acc": 0.5})
+
+    with pytest.warns(UserWarning, match="gmm.json: not a JSON object"):
+        counts = import_results(res, "tiny")
+    assert counts == {"imported": 2, "already imported": 1, "live run adopted": 1, "unreadable": 1}
+    runs = mlflow.search_runs(experiment_names=["maetok"])
+    assert len(runs) == 4, runs[["tags.stage", "tags.variant", "tags.maetok.source", "status"]].to_string()
+    gen = mlflow.search_runs(experiment_names=["maetok"], filter_string="tags.stage = 'eval_generation'")
+    assert gen["tags.variant"][0] == "sit_l" and gen["tags.tokenizer"][0] == "ae" and gen["metrics.gfid"][0] == 80.0
+    assert gen["tags.tables"][0] == ",table1,table6,"  # the tables with (ae, sit_l) rows
+    tok = mlflow.search_runs(experiment_names=["maetok"], filter_string="tags.stage = 'tokenizer_stage1'")
+    assert tok["metrics.final.loss"][0] == 0.25 and tok["tags.scale"][0] == "tiny"
+    table4 = mlflow.search_runs(experiment_names=["maetok"], filter_string="tags.tables LIKE '%,table4,%'")
+    assert list(table4["tags.variant"]) == ["maetok_main"]
+    adopted = mlflow.get_run(live.run_id).data.tags
+    assert adopted["maetok.source"].endswith("aux_models/evaluator.json")
+
+    with pytest.warns(UserWarning):
+        again = import_results(res, "tiny")
+    assert again == {"imported": 0, "already imported": 4, "live run adopted": 0, "unreadable": 1}
+    assert len(mlflow.search_runs(experiment_names=["maetok"])) == 4
+
+    recon.write_text(json.dumps({"rfid": 11.0}))  # a rerun wrote new metrics: a new run
+    with pytest.warns(UserWarning):
+        assert import_results(res, "tiny")["imported"] == 1
+
+
+def test_import_mlflow_cli_reports_a_missing_results_tree(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["import-mlflow", "--results", "results/nope"]) == 2
+    assert "results/nope: no such results directory" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import argparse
 import json
 
 from maetok import config as C
+from maetok.utils.io import check_writable
 
 
 def add_config_args(p: argparse.ArgumentParser, block: str) -> None:
@@ -30,3 +31,13 @@ def load_config(args, cls: type, block: str):
             raise C.ConfigError(f"--variant is required without --config-json (a {block}_variants id)")
         return getattr(params, block)(args.variant)
     return getattr(params.active, block)
+
+
+def check_outputs(*paths: str | None, ckpt_dir: str | None = None) -> None:
+    """Fail before any work if an output file (or the checkpoint directory) cannot be written;
+    OutputDirError names the directory."""
+    for path in paths:
+        if path:
+            check_writable(path)
+    if ckpt_dir:
+        check_writable(ckpt_dir, is_dir=True)

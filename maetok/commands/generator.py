@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 
 from maetok import config as C
-from maetok.commands import add_config_args, load_config
+from maetok.commands import add_config_args, check_outputs, load_config
 
 
 def cmd_cache_latents(args) -> int:
     from maetok.latents import cache_latents
 
     data_cfg = load_config(args, C.DataConfig, "data")
+    check_outputs(args.out)
     stats = cache_latents(args.tokenizer, args.data, args.out, batch_size=args.batch_size, hflip=data_cfg.hflip,
                           workers=args.workers)
     print(f"cache-latents: wrote {args.out} ({stats['counts']}; mean {stats['mean']:.4f}, std {stats['std']:.4f}) "
@@ -28,6 +29,7 @@ def cmd_train_generator(args) -> int:
     from maetok.train.generator import GeneratorJob, train_generator
 
     cfg = load_config(args, C.GeneratorConfig, "generator")
+    check_outputs(args.out, args.loss_curve, args.grid, args.steps_dir, ckpt_dir=args.ckpt_dir)
     job = GeneratorJob(latents=args.latents, out=args.out, steps_dir=args.steps_dir, loss_curve=args.loss_curve,
                        ckpt_dir=args.ckpt_dir, variant=args.variant or "", scale=args.scale or "", seed=args.seed,
                        tags={"tokenizer": args.tokenizer_variant} if args.tokenizer_variant else None,
@@ -42,6 +44,7 @@ def cmd_sample_generator(args) -> int:
     from maetok.sample import sample_generator
 
     cfg = load_config(args, C.SamplingConfig, "sampling")
+    check_outputs(args.out, args.grid)
     summary = sample_generator(cfg, args.generator, args.latents, args.tokenizer, args.out, args.guidance,
                                seed=args.seed, grid=args.grid, start=args.start, end=args.end)
     print(f"sample-generator: wrote {args.out} {summary}")
@@ -52,6 +55,7 @@ def cmd_eval_generation(args) -> int:
     from maetok.eval.generation import eval_generation
 
     cfg = load_config(args, C.EvaluationConfig, "evaluation")
+    check_outputs(args.out)
     tags = {k: v for k, v in (("tokenizer", args.tokenizer_variant), ("variant", args.variant)) if v}
     m = eval_generation(args.samples, args.data, cfg, args.evaluator, args.out, args.fid_cache, tags, seed=args.seed)
     print(f"eval-generation: gFID {m['gfid']:.3f}, IS {m['is']:.2f}, precision {m['precision']:.3f}, "

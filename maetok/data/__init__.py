@@ -33,6 +33,17 @@ def load_manifest(data_dir: str | Path) -> dict:
     return read_json(path)
 
 
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    """A prepared .npy array, or a DataError saying how to rebuild it."""
+    rebuild = "rerun prepare_data (`snakemake -R prepare_data`, or `maetok prepare-data`)"
+    if not path.is_file():
+        raise DataError(f"{path} not found: {rebuild}")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path} is unreadable ({e}): the file is truncated or corrupted; {rebuild}") from None
+
+
 class ImageDataset(torch.utils.data.Dataset):
     """The prepared dataset of one split, as (x: (3, H, W) in [-1, 1], y: int).
 
@@ -49,8 +60,8 @@ class ImageDataset(torch.utils.data.Dataset):
         self.kind = self.manifest["kind"]
         info = self.manifest["splits"][split]
         if self.kind == "arrays":
-            self.images = np.load(self.data_dir / info["images"], mmap_mode="r")
-            self.labels = np.load(self.data_dir / info["labels"])
+            self.images = _load_array(self.data_dir / info["images"], mmap=True)
+            self.labels = _load_array(self.data_dir / info["labels"], mmap=False)
             if len(self.images) != info["count"]:
                 raise DataError(f"{self.data_dir / info['images']}: {len(self.images)} images, manifest says "
                                 f"{info['count']}; rerun prepare_data (snakemake -R prepare_data)")

@@ -116,7 +116,8 @@ def feature_networks(eval_cfg: C.EvaluationConfig, evaluator_weights: str | Path
     """{"main": torch-fidelity kwargs for fid/isc, "prc": kwargs for precision/recall, "tag": {...}}."""
     if eval_cfg.feature_network == "standin":
         if not evaluator_weights:
-            raise FidelityError("feature_network 'standin' needs the evaluator weights (rule train_evaluator)")
+            raise FidelityError("feature_network 'standin' needs the evaluator weights: pass --evaluator "
+                                "results/<scale>/aux_models/evaluator.safetensors (rule train_standin)")
         from maetok.models.standins import register_evaluator
 
         kw = {"feature_extractor": register_evaluator(evaluator_weights),

@@ -17,10 +17,33 @@ from maetok.tracking import Run
 from maetok.utils.io import write_json
 
 
+class SamplesError(RuntimeError):
+    """A samples .npz that is missing, truncated or not in `maetok.sample`'s layout."""
+
+
 def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, H, W, 3) uint8, labels (N,)) of a samples .npz written by `maetok.sample`."""
-    with np.load(path) as f:
-        return f["images"], f["labels"]
+    """(images (N, H, W, 3) uint8, labels (N,)) of a samples .npz written by `maetok.sample`, checked."""
+    path = Path(path)
+    rebuild = f"delete it and rerun `snakemake {path}` (rule sample_generator)"
+    if not path.is_file():
+        raise SamplesError(f"samples file {path} not found: build it with `snakemake {path}` (rule sample_generator)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("images", "labels") if k not in f.files]
+            if missing:
+                raise SamplesError(f"{path} has no {missing[0]!r} array (expected images, labels, indices): "
+                                   f"{rebuild}")
+            images, labels = f["images"], f["labels"]
+    except SamplesError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zipfile, zlib and numpy raise many types for a damaged .npz
+        raise SamplesError(f"{path} is unreadable ({type(e).__name__}: {e}): the file is truncated or "
+                           f"corrupted; {rebuild}") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise SamplesError(f"{path}: images are {images.dtype} {images.shape}, expected uint8 (N, H, W, 3): {rebuild}")
+    if labels.shape != (len(images),):
+        raise SamplesError(f"{path}: {labels.shape} labels for {len(images)} images: {rebuild}")
+    return images, labels
 
 
 def label_accuracy(images: np.ndarray, labels: np.ndarray, evaluator: str, batch_size: int = 500) -> float:

@@ -160,6 +160,10 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))  # (B, L, H)
 
 
+class LatentShapeError(ValueError):
+    """Latents whose (L, H) differ from the shape a generator was built for."""
+
+
 class SiT(nn.Module):
     """Velocity network v(x_t, t, y) on (B, L, H) latents; LightningDiT via the use_* flags.
 
@@ -223,6 +227,12 @@ class SiT(nn.Module):
 
     def forward(self, x, t, y):
         """x: (B, L, H) noisy latent, t: (B,) path time, y: (B,) labels -> v: (B, L, H)."""
+        if tuple(x.shape[1:]) != (self.num_tokens, self.in_channels):
+            raise LatentShapeError(
+                f"generator (width {self.hidden_size}, depth {self.depth}) was built for latents (L, H) = "
+                f"({self.num_tokens}, {self.in_channels}), got {tuple(x.shape[1:])}: these latents come from a "
+                "tokenizer with another tokenizer.model.num_latent_tokens / latent_dim; use the latent cache "
+                "the generator was trained on, or retrain the generator on these latents")
         x = self.x_embedder(x) + self.pos_embed  # (B, L, D)
         c = self.t_embedder(t) + self.y_embedder(y, self.training)  # (B, D)
         rope = None

@@ -204,7 +204,7 @@ def _eval_split(images, labels, eval_data, holdout, gen):
 # Training: supervised ("clip" teacher, evaluator) and self-supervised ("dino" teacher)
 # --------------------------------------------------------------------------------------
 def train_supervised(backbone, images, labels, steps, batch_size=256, lr=2e-3, seed=0, progress=True,
-                     eval_data=None, holdout=0.1, weight_decay=5e-4):
+                     eval_data=None, holdout=0.1, weight_decay=5e-4, bf16=False):
     """Cross-entropy training of `backbone` (a SmallCNN with a class head) in place.
 
     images: uint8 (N, [C,] H, W) or float in [-1, 1]; labels: (N,) ints. Augmentation is
@@ -224,7 +224,8 @@ def train_supervised(backbone, images, labels, steps, batch_size=256, lr=2e-3, s
             group["lr"] = _lr_at(step, steps, lr)
         idx = next(batches)
         x = _random_view(to_model_input(images[idx.numpy()]), gen, max_shift=2 / (IMG_SIZE / 2))
-        loss = F.cross_entropy(backbone.head(backbone(x)[1]), labels[idx])
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(backbone.head(backbone(x)[1]).float(), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -254,7 +255,7 @@ def nt_xent(z1, z2, temperature=0.2):
 
 def train_self_supervised(backbone, images, steps, batch_size=256, lr=2e-3, seed=0, progress=True,
                           labels=None, eval_data=None, holdout=0.1, weight_decay=5e-4, temperature=0.2,
-                          knn_bank=10_000):
+                          knn_bank=10_000, bf16=False):
     """SimCLR (two augmented views, NT-Xent) training of `backbone` in place; labels are never trained on.
 
     Why SimCLR for the "dino" stand-in: like DINO it learns from two views of each image
@@ -291,7 +292,8 @@ def train_self_supervised(backbone, images, steps, batch_size=256, lr=2e-3, seed
             group["lr"] = _lr_at(step, steps, lr)
         x = to_model_input(images[next(batches).numpy()])
         views = torch.cat([_random_view(x, gen, scale=(0.6, 1.0), jitter=0.4) for _ in range(2)])
-        z = projector(backbone(views)[1])
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            z = projector(backbone(views)[1]).float()
         loss = nt_xent(*z.chunk(2), temperature=temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -336,9 +338,16 @@ def load_weights(module, path):
     """Load a safetensors state dict into `module` (strict); returns the module."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"stand-in weights '{path}' not found; build them with the train_teacher / "
-                                "train_evaluator rules (`snakemake <that path>`).")
-    module.load_state_dict(load_file(str(path)))
+        raise FileNotFoundError(f"stand-in weights '{path}' not found; build them with rule train_standin "
+                                f"(`snakemake {path}`).")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for a damaged file
+        from maetok.train.checkpoint import CheckpointError
+
+        raise CheckpointError(f"stand-in weights '{path}' are unreadable ({e}); delete the file and rebuild it "
+                              f"with rule train_standin (`snakemake {path}`).") from None
+    module.load_state_dict(state)
     return module
 
 
@@ -397,8 +406,8 @@ def register_evaluator(weights_path):
     `torch_fidelity.calculate_metrics`.
     """
     if not Path(weights_path).is_file():
-        raise FileNotFoundError(f"evaluator weights '{weights_path}' not found; build them with the "
-                                "train_evaluator rule (`snakemake <that path>`).")
+        raise FileNotFoundError(f"evaluator weights '{weights_path}' not found; build them with rule "
+                                f"train_standin (`snakemake {weights_path}`).")
     registered = FEATURE_EXTRACTORS_REGISTRY.get(EVALUATOR_NAME)
     if registered is None:
         torch_fidelity.register_feature_extractor(EVALUATOR_NAME, EvaluatorFeatureExtractor)

@@ -2,7 +2,7 @@
 
 `pretrained` (paper scale): timm models built from local weight files named in
 params.yaml (DINOv2-L, SigLIP); a missing file is an error naming it, never a random
-init. `standin` (tiny scale): the small CNNs trained by the `train_teacher` rule.
+init. `standin` (tiny scale): the small CNNs trained by the `train_standin` rule.
 
 Each teacher is returned as a callable x (B, 3, H, W) in [-1, 1] -> features that the
 tokenizer resamples onto its patch grid, plus its feature width.

@@ -649,10 +649,16 @@ def _check_choice(what, value, valid):
         raise ValueError(f"unknown {what} {value!r}; valid: {list(valid)}")
 
 
+class ImageSizeError(ValueError):
+    """Images whose side is not a multiple of the tokenizer's patch size."""
+
+
 def _check_image_size(img_size, patch_size):
     h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
     if h % patch_size or w % patch_size:
-        raise ValueError(f"image size {h}x{w} is not divisible by patch size {patch_size}")
+        raise ImageSizeError(f"image size {h}x{w} is not divisible by patch size {patch_size}: set params.yaml "
+                             f"`data.image_size` to a multiple of {patch_size}, or pick a `tokenizer.model.size` "
+                             "(MAETok_models) whose patch size divides it")
 
 
 # --------------------------------------------------------------------------------------------

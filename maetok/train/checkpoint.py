@@ -42,7 +42,24 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
     """Tensors, atomically, as safetensors (with optional string metadata)."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        save_file(tensors, str(tmp), metadata=pack_metadata(metadata))
+
+
+# safetensors writes its metadata map in a random key order per process, so two identical
+# runs would give files with different bytes (and different DVC hashes). All metadata
+# goes into one key, as sorted JSON; `unpack_metadata` also reads files with plain keys.
+METADATA_KEY = "maetok"
+
+
+def pack_metadata(metadata: dict | None) -> dict[str, str] | None:
+    if not metadata:
+        return None
+    return {METADATA_KEY: json.dumps({k: str(v) for k, v in metadata.items()}, sort_keys=True)}
+
+
+def unpack_metadata(raw: dict[str, str] | None) -> dict[str, str]:
+    raw = raw or {}
+    return json.loads(raw[METADATA_KEY]) if set(raw) == {METADATA_KEY} else dict(raw)
 
 
 def save_weights(module: torch.nn.Module, path: str | Path, metadata: dict | None = None) -> None:
@@ -67,7 +84,7 @@ def read_weights(path: str | Path, what: str, rule: str) -> tuple[dict[str, torc
         raise CheckpointError(f"{what} {path} not found; build it with `snakemake {path}` (rule {rule})")
     try:
         with safe_open(str(path), "pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, unpack_metadata(f.metadata())
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
         raise CheckpointError(f"{path}: unreadable {what} ({e}); delete it and rerun rule {rule}") from None
 

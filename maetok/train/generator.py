@@ -36,9 +36,11 @@ from maetok.tracking import Run
 from maetok.train import checkpoint as ckpt
 from maetok.train.utils import (
     StopFlag,
+    any_rank,
     autocast,
     check_finite,
     cleanup_distributed,
+    ema_decay_at,
     index_stream,
     lr_at,
     param_groups,
@@ -108,8 +110,14 @@ def _retire_stale_checkpoints(ckpt_dir: Path, key: str) -> None:
     dirs = ckpt.step_dirs(ckpt_dir)
     if not dirs:
         return
-    meta_path = dirs[-1] / "meta.json"
-    old = json.loads(meta_path.read_text()).get("run_key") if meta_path.is_file() else None
+    old = None
+    for d in reversed(dirs):  # the newest readable meta.json: a damaged one must not crash or retire the run
+        try:
+            old = json.loads((d / "meta.json").read_text()).get("run_key")
+            break
+        except (OSError, ValueError) as e:
+            warnings.warn(f"{d / 'meta.json'} is unreadable ({type(e).__name__}: {e}); reading the run key of an "
+                          "older checkpoint", stacklevel=2)
     if old != key:
         stale = ckpt_dir.with_name(f"{ckpt_dir.name}.stale-{(old or 'unknown')[:8]}")
         shutil.rmtree(stale, ignore_errors=True)
@@ -193,7 +201,7 @@ def train_generator(cfg: C.GeneratorConfig, job: GeneratorJob) -> dict:
                               lr_at(step, lr, oc.warmup_steps, oc.steps, oc.schedule, oc.min_lr_ratio), device, world)
             check_finite({"loss": loss}, step, str(ckpt_dir))
             opt.step()
-            update_ema(ema, model, oc.ema_decay)
+            update_ema(ema, model, ema_decay_at(step, oc.ema_decay))
             running += loss
             done = step + 1
             if done % oc.log_every == 0:
@@ -207,7 +215,7 @@ def train_generator(cfg: C.GeneratorConfig, job: GeneratorJob) -> dict:
                 ckpt.save_weights(ema, eval_dir / f"step{done}.safetensors", weights_metadata(cfg, stats, done))
             if done % oc.ckpt_every == 0 or done == oc.steps:
                 save_checkpoint(done)
-            if done < oc.steps and _any_rank(stop.stop, device, world):
+            if done < oc.steps and any_rank(stop.stop, device, world):
                 if done % oc.ckpt_every:
                     save_checkpoint(done)
                 if rank == 0:
@@ -255,12 +263,3 @@ def _write_outputs(cfg, job: GeneratorJob, ema, stats, curve, eval_dir: Path, ru
 
         preview_grid(ema, cfg, stats, job.tokenizer, job.sample_grid, seed=job.seed)
         run.log_artifact(job.sample_grid)
-
-
-def _any_rank(flag: bool, device, world: int) -> bool:
-    """True on every rank if `flag` is set on any (a preemption signal may reach ranks at different steps)."""
-    if world == 1:
-        return flag
-    t = torch.tensor(float(flag), device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t)

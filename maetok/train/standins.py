@@ -1,4 +1,4 @@
-"""`train_teacher` / `train_evaluator`: the tiny-scale stand-in networks (DESIGN.md).
+"""`train_standin`: the tiny-scale stand-in networks (DESIGN.md).
 
 - teacher `clip`: a small CNN trained with labels (the CLIP-type target; also the
   perceptual-loss network and the discriminator backbone),
@@ -36,7 +36,7 @@ def run(role: str, cfg: C.StandinsConfig, data_dir: str | Path, out: str | Path,
     eval_data = (np.asarray(val.images), np.asarray(val.labels))
     steps = cfg.evaluator_steps if role == "evaluator" else cfg.teacher_steps
     net = standins.seeded(standins.Standin_models[role], seed)
-    common = dict(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, eval_data=eval_data)
+    common = dict(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, eval_data=eval_data, bf16=cfg.bf16)
     if role == "teacher-dino":
         metrics = standins.train_self_supervised(net, images, labels=labels, **common)
     else:

@@ -32,6 +32,7 @@ from maetok.train import checkpoint as ckpt
 from maetok.train.utils import (
     NonFiniteLossError,
     StopFlag,
+    any_rank,
     autocast,
     check_finite,
     cleanup_distributed,
@@ -104,9 +105,10 @@ def _batches(dataset: ImageDataset, batch_size: int, seed: int, start: int, rank
             x = images[idx].unsqueeze(1).expand(-1, 3, -1, -1).float().div(127.5).sub(1)
         else:
             x = torch.stack([dataset[int(i)][0] for i in idx])
-        if hflip:
-            g = torch.Generator().manual_seed(seed * 7_919 + step * 31 + rank)
-            flip = torch.rand(len(x), generator=g) < 0.5
+        if hflip:  # coins for the whole global batch, this rank's slice: the same flips for any world size
+            g = torch.Generator().manual_seed(seed * 7_919 + step * 31)
+            offset = rank * len(x)
+            flip = torch.rand(offset + len(x), generator=g)[offset:] < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         yield step, x.to(device, non_blocking=True)
 
@@ -226,7 +228,7 @@ def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) 
     step = start
     try:
         for step, x in _batches(dataset, optim.batch_size, job.seed, start, rank, world, data_cfg.hflip, device):
-            if step >= optim.steps or stop.stop:
+            if step >= optim.steps or any_rank(stop.stop, device, world):
                 break
             for g in opt.param_groups + (opt_d.param_groups if opt_d else []):
                 g["lr"] = lr_at(step, lr, optim.warmup_steps, optim.steps, optim.schedule, optim.min_lr_ratio)

@@ -133,3 +133,12 @@ def index_stream(n: int, batch_size: int, seed: int, start_step: int, rank: int 
             idx.append(perm[off])
         yield torch.stack(idx)
         step += 1
+
+
+def any_rank(flag: bool, device, world: int) -> bool:
+    """True on every rank if `flag` is set on any (a preemption signal may reach ranks at different steps)."""
+    if world == 1:
+        return flag
+    t = torch.tensor(float(flag), device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t)

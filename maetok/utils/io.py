@@ -15,12 +15,40 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+class OutputDirError(OSError):
+    """An output directory that cannot be created or written; the message names it."""
+
+
+def _unwritable(path: Path, directory: Path, e: OSError) -> OutputDirError:
+    return OutputDirError(
+        f"cannot write {path}: directory {directory} is not writable ({e.strerror or e}). Fix its permissions "
+        f"(`chmod u+w {directory}`), free the path if a file sits where a directory should be, or point the "
+        "output option (--out, or the results/ directory) somewhere writable.")
+
+
+def check_writable(path: str | Path, is_dir: bool = False) -> None:
+    """Create the directory that will hold `path` (or `path` itself if `is_dir`) and check a file can be
+    written there; raise OutputDirError naming it otherwise. Call before hours of work, not after."""
+    path = Path(path)
+    directory = path if is_dir else path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise _unwritable(path, directory, e) from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _unwritable(path, path.parent, e) from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)

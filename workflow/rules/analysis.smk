@@ -24,6 +24,7 @@ rule fit_gmm:
         cfg=cfg_json(PARAMS.active.analysis),
         seed=PARAMS.seed,
         scale=SCALE,
+        tags=mlflow_tags,
     log:
         f"logs/{SCALE}/fit_gmm/{{tok}}.log",
     benchmark:
@@ -33,7 +34,7 @@ rule fit_gmm:
     conda:
         "../../environment.yml"
     shell:
-        "maetok fit-gmm --config-json {params.cfg:q} --seed {params.seed} --scale {params.scale} "
+        "MAETOK_TAGS={params.tags:q} maetok fit-gmm --config-json {params.cfg:q} --seed {params.seed} --scale {params.scale} "
         "--variant {wildcards.tok} --latents {input} --out {output} > {log} 2>&1"
 
 
@@ -46,6 +47,7 @@ rule linear_probe:
         cfg=cfg_json(PARAMS.active.analysis),
         seed=PARAMS.seed,
         scale=SCALE,
+        tags=mlflow_tags,
     log:
         f"logs/{SCALE}/linear_probe/{{tok}}.log",
     benchmark:
@@ -55,7 +57,7 @@ rule linear_probe:
     conda:
         "../../environment.yml"
     shell:
-        "maetok linear-probe --config-json {params.cfg:q} --seed {params.seed} --scale {params.scale} "
+        "MAETOK_TAGS={params.tags:q} maetok linear-probe --config-json {params.cfg:q} --seed {params.seed} --scale {params.scale} "
         "--variant {wildcards.tok} --latents {input} --out {output} > {log} 2>&1"
 
 
@@ -65,7 +67,7 @@ rule plot_umap:
         latents=lambda wc: expand(f"{RESULTS}/latents/{{tok}}", tok=FIGURES[wc.fig]),
         data=DATA,
     output:
-        png="figures/{fig}.png",
+        png=report("figures/{fig}.png", caption="../report/umap.rst", category="Figures", subcategory="{fig}"),
         pdf="figures/{fig}.pdf",
     wildcard_constraints:
         fig="fig4|fig9",
@@ -90,7 +92,7 @@ rule plot_gmm_nll:
     input:
         expand(f"{ANALYSIS}/gmm.json", tok=FIGURES["fig2a"]),
     output:
-        png="figures/fig2a.png",
+        png=report("figures/fig2a.png", caption="../report/gmm_nll.rst", category="Figures", subcategory="fig2a"),
         pdf="figures/fig2a.pdf",
     params:
         names=FIGURES["fig2a"],
@@ -107,7 +109,7 @@ rule plot_loss_curves:
     input:
         expand(f"{RESULTS}/generator/{{tok}}/{FIGURE_GEN}/loss_curve.json", tok=FIGURES["fig2b"]),
     output:
-        png="figures/fig2b.png",
+        png=report("figures/fig2b.png", caption="../report/loss_curves.rst", category="Figures", subcategory="fig2b"),
         pdf="figures/fig2b.pdf",
     params:
         names=FIGURES["fig2b"],
@@ -125,7 +127,7 @@ rule plot_gfid_vs_probe:
         gfid=expand(f"{RESULTS}/generator/{{tok}}/{FIGURE_GEN}/nocfg.json", tok=FIGURES["fig5a"]),
         probe=expand(f"{ANALYSIS}/probe.json", tok=FIGURES["fig5a"]),
     output:
-        png="figures/fig5a.png",
+        png=report("figures/fig5a.png", caption="../report/gfid_vs_probe.rst", category="Figures", subcategory="fig5a"),
         pdf="figures/fig5a.pdf",
     params:
         names=FIGURES["fig5a"],
@@ -142,7 +144,7 @@ rule plot_gfid_vs_steps:
     input:
         [f for _, f in FIG5B],
     output:
-        png="figures/fig5b.png",
+        png=report("figures/fig5b.png", caption="../report/gfid_vs_steps.rst", category="Figures", subcategory="fig5b"),
         pdf="figures/fig5b.pdf",
     params:
         names=[t for t, _ in FIG5B],

@@ -4,6 +4,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
@@ -104,3 +105,61 @@ def tokenizer_standins(wildcards):
 
 def evaluator_input():
     return [f"{AUX}/evaluator.safetensors"] if PARAMS.active.evaluation.feature_network == "standin" else []
+
+
+# MLflow tags only the workflow knows: which tables/figures a job's run feeds, and the
+# scale. Passed as $MAETOK_TAGS through *derived* params (functions taking `output`),
+# which Snakemake does not record: when a table starts or stops using a run, later runs
+# are retagged and nothing reruns (pipeline_tools.md §1.3). Filter one table's runs with
+# `tags.tables LIKE '%,table4,%'` (each id sits between commas; see maetok/tracking.py).
+GFID_FIGURES = ("fig5a", "fig5b")  # figures of gFID (the stand-in evaluator's), on FIGURE_GEN runs
+GEN_FIGURES = ("fig2b", *GFID_FIGURES)  # figures that read FIGURE_GEN's runs
+
+
+def _users():
+    """{(tokenizer variant, generator variant or None): ids of the tables and figures using its runs}."""
+    from maetok.report.tables import get_spec
+
+    users = {}
+    for table in TABLES:
+        for _, row in get_spec(table).our_rows():
+            users.setdefault((row.tokenizer, None), set()).add(table)
+            if row.generator:
+                users.setdefault((row.tokenizer, row.generator), set()).add(table)
+    for fig, toks in FIGURES.items():
+        for tok in toks:
+            users.setdefault((tok, None), set()).add(fig)
+            if fig in GEN_FIGURES:
+                users.setdefault((tok, FIGURE_GEN), set()).add(fig)
+    return users
+
+
+def _tags_json(ids):
+    order = {t: i for i, t in enumerate([*TABLES, *FIGURES])}
+    tables = ",".join(sorted(ids, key=lambda t: order.get(t, len(order))))
+    return json.dumps({"scale": SCALE, "tables": f",{tables}," if tables else ""})
+
+
+def _tokenizer_users(users, keep):
+    """Ids using any tokenizer variant `t` with keep(t)."""
+    return set().union(set(), *(ids for (t, gen), ids in users.items() if gen is None and keep(t)))
+
+
+def mlflow_tags(wildcards, output):
+    """A job of one variant (`tok`, and `gen` if any): the ids using (tok, gen) or tok alone.
+    Stand-ins: teachers feed the ids of the tokenizers trained with them; the evaluator feeds
+    every table with our rows and the gFID figures."""
+    users = _users()
+    role = getattr(wildcards, "role", None)
+    if role == "evaluator":
+        return _tags_json(_tokenizer_users(users, lambda t: True) & set(TABLES) | set(GFID_FIGURES))
+    if role:
+        weights = f"{AUX}/{role}.safetensors"
+        return _tags_json(_tokenizer_users(users, lambda t: weights in tokenizer_standins(SimpleNamespace(tok=t))))
+    return _tags_json(users.get((wildcards.tok, getattr(wildcards, "gen", None)), set()))
+
+
+def shared_tokenizer_tags(wildcards, output):
+    """Tokenizer training: the ids using any variant that shares these weights (canonical_tokenizer)."""
+    tok = canonical_tokenizer(wildcards.tok)
+    return _tags_json(_tokenizer_users(_users(), lambda t: canonical_tokenizer(t) == tok))

@@ -41,6 +41,7 @@ rule train_generator:
         ckpt=f"{RESULTS}/ckpt/generator/{{tok}}/{{gen}}",
         launch=launcher,
         scale=SCALE,
+        tags=mlflow_tags,
     log:
         f"logs/{SCALE}/train_generator/{{tok}}/{{gen}}.log",
     benchmark:
@@ -50,7 +51,7 @@ rule train_generator:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launch} train-generator --config-json {params.cfg:q} --variant {wildcards.gen} "
+        "MAETOK_TAGS={params.tags:q} {params.launch} train-generator --config-json {params.cfg:q} --variant {wildcards.gen} "
         "--tokenizer-variant {wildcards.tok} --scale {params.scale} --seed {params.seed} --latents {input.latents} "
         "--tokenizer {input.tokenizer} --ckpt-dir {params.ckpt} --out {output.ema} --steps-dir {output.steps} "
         "--loss-curve {output.loss} --grid {output.grid} > {log} 2>&1"
@@ -122,6 +123,7 @@ rule eval_generation:
         cfg=cfg_json(PARAMS.active.evaluation),
         seed=PARAMS.seed,
         fid_cache=f"{RESULTS}/fid_cache",
+        tags=mlflow_tags,
     log:
         f"logs/{SCALE}/eval_generation/{{tok}}/{{gen}}/{{name}}.log",
     benchmark:
@@ -131,6 +133,6 @@ rule eval_generation:
     conda:
         "../../environment.yml"
     shell:
-        "maetok eval-generation --config-json {params.cfg:q} --samples {input.samples} --data {input.data} "
+        "MAETOK_TAGS={params.tags:q} maetok eval-generation --config-json {params.cfg:q} --samples {input.samples} --data {input.data} "
         "--evaluator {input.evaluator:q} --fid-cache {params.fid_cache} --seed {params.seed} "
         "--variant {wildcards.gen} --tokenizer-variant {wildcards.tok} --out {output} > {log} 2>&1"

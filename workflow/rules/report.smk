@@ -3,13 +3,19 @@
 # `snakemake tables/table1.csv` builds exactly the runs Table 1 needs.
 from maetok.report.tables import TABLES, inputs_for
 
+# `snakemake --report report.html TARGETS`: the tables and figures that exist, with the
+# captions of workflow/report/ (README: HTML report).
+report: "../report/workflow.rst"
+
 
 rule make_table:
     input:
         lambda wc: inputs_for(wc.table, SCALE, RESULTS),
     output:
-        csv="tables/{table}.csv",
-        md="tables/{table}.md",
+        csv=report("tables/{table}.csv", caption="../report/table.rst", category="Tables", subcategory="{table}",
+                   labels={"table": "{table}", "format": "CSV"}),
+        md=report("tables/{table}.md", caption="../report/table.rst", category="Tables", subcategory="{table}",
+                  labels={"table": "{table}", "format": "Markdown"}),
     wildcard_constraints:
         table="|".join(TABLES),
     params:

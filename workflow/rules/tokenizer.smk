@@ -12,6 +12,7 @@ rule train_standin:
     params:
         cfg=cfg_json(standins=PARAMS.active.standins, seed=PARAMS.seed),
         role=lambda wc: wc.role.replace("_", "-"),
+        tags=mlflow_tags,
     log:
         f"logs/{SCALE}/train_standin/{{role}}.log",
     benchmark:
@@ -19,7 +20,7 @@ rule train_standin:
     conda:
         "../../environment.yml"
     shell:
-        "maetok train-standin --role {params.role} --config-json {params.cfg:q} --data {input} "
+        "MAETOK_TAGS={params.tags:q} maetok train-standin --role {params.role} --config-json {params.cfg:q} --data {input} "
         "--out {output.weights} > {log} 2>&1"
 
 
@@ -35,6 +36,7 @@ rule train_tokenizer:
         ckpt=f"{RESULTS}/ckpt/tokenizer/{{tok}}/stage1",
         launch=launcher,
         aux=AUX,
+        tags=shared_tokenizer_tags,
     log:
         f"logs/{SCALE}/train_tokenizer/{{tok}}.log",
     benchmark:
@@ -44,7 +46,7 @@ rule train_tokenizer:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launch} train-tokenizer --variant {wildcards.tok} --config-json {params.cfg:q} --data {input.data} "
+        "MAETOK_TAGS={params.tags:q} {params.launch} train-tokenizer --variant {wildcards.tok} --config-json {params.cfg:q} --data {input.data} "
         "--aux {params.aux} --ckpt-dir {params.ckpt} --out {output.weights} > {log} 2>&1"
 
 
@@ -61,6 +63,7 @@ rule finetune_decoder:
         ckpt=f"{RESULTS}/ckpt/tokenizer/{{tok}}/stage2",
         launch=launcher,
         aux=AUX,
+        tags=shared_tokenizer_tags,
     log:
         f"logs/{SCALE}/finetune_decoder/{{tok}}.log",
     benchmark:
@@ -70,7 +73,7 @@ rule finetune_decoder:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launch} finetune-decoder --variant {wildcards.tok} --config-json {params.cfg:q} --data {input.data} "
+        "MAETOK_TAGS={params.tags:q} {params.launch} finetune-decoder --variant {wildcards.tok} --config-json {params.cfg:q} --data {input.data} "
         "--aux {params.aux} --init {input.init} --ckpt-dir {params.ckpt} --out {output.weights} > {log} 2>&1"
 
 
@@ -86,6 +89,7 @@ rule eval_reconstruction:
         cfg=cfg_json(evaluation=PARAMS.active.evaluation, scale=SCALE),
         evaluator=lambda wc, input: f"--evaluator {input.evaluator}" if input.evaluator else "",
         fid_cache=f"{RESULTS}/fid_cache",
+        tags=mlflow_tags,
     log:
         f"logs/{SCALE}/eval_reconstruction/{{tok}}.log",
     benchmark:
@@ -93,6 +97,6 @@ rule eval_reconstruction:
     conda:
         "../../environment.yml"
     shell:
-        "maetok eval-reconstruction --variant {wildcards.tok} --config-json {params.cfg:q} "
+        "MAETOK_TAGS={params.tags:q} maetok eval-reconstruction --variant {wildcards.tok} --config-json {params.cfg:q} "
         "--tokenizer {input.tokenizer} --data {input.data} {params.evaluator} --fid-cache {params.fid_cache} "
         "--out {output.metrics} --grid {output.grid} > {log} 2>&1"

@@ -40,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from maetok.data import ImageDataset, to_unit_range
-from maetok.utils.io import sha256_file, write_json
+from maetok.utils.io import load_npy, sha256_file, write_json
 
 LATENT_DTYPE = np.float16
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -247,12 +247,7 @@ class LatentStats:
 
 
 def _load_npy(path: Path, rebuild: str, mmap: bool) -> np.ndarray:
-    if not path.is_file():
-        raise LatentCacheError(f"{path} not found: {rebuild}")
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise LatentCacheError(f"{path} is unreadable ({e}): the file is truncated or corrupted; {rebuild}") from None
+    return load_npy(path, mmap, LatentCacheError, rebuild)
 
 
 def load_latents(latent_dir: str | Path, split: str = "train", flip: bool = False,

@@ -14,7 +14,7 @@ from PIL import Image
 
 from maetok.data.fashion_mnist import DataError
 from maetok.data.imagefolder import center_crop_arr, read_file_list
-from maetok.utils.io import read_json
+from maetok.utils.io import load_npy, read_json
 
 SPLITS = ("train", "val")
 
@@ -35,13 +35,7 @@ def load_manifest(data_dir: str | Path) -> dict:
 
 def _load_array(path: Path, mmap: bool) -> np.ndarray:
     """A prepared .npy array, or a DataError saying how to rebuild it."""
-    rebuild = "rerun prepare_data (`snakemake -R prepare_data`, or `maetok prepare-data`)"
-    if not path.is_file():
-        raise DataError(f"{path} not found: {rebuild}")
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path} is unreadable ({e}): the file is truncated or corrupted; {rebuild}") from None
+    return load_npy(path, mmap, DataError, "rerun prepare_data (`snakemake -R prepare_data`, or `maetok prepare-data`)")
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -15,6 +15,7 @@ back to the previous one if it is unreadable, saying so.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import shutil
@@ -162,3 +163,49 @@ def load_latest(ckpt_dir: str | Path, modules: dict[str, torch.nn.Module]) -> di
         raise CheckpointError(f"no readable checkpoint in {ckpt_dir} (corrupted: {', '.join(map(str, bad))}). "
                               f"Delete {ckpt_dir} to restart this job from scratch.")
     return None
+
+
+# --------------------------------------------------------------------------------------
+# Run identity: never resume a checkpoint made with another config
+# --------------------------------------------------------------------------------------
+# Settings that do not change the trajectory up to a checkpoint: a run may be resumed
+# after editing them (e.g. more steps: "train longer"); see retire_stale for fewer steps.
+BOOKKEEPING = ("steps", "ckpt_every", "log_every", "eval_steps")
+
+
+def run_key(identity: dict) -> str:
+    """sha256 of a JSON-able description of a run (config, seed, input hashes), ignoring the
+    BOOKKEEPING keys at any depth."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in BOOKKEEPING}
+        return x
+    return hashlib.sha256(json.dumps(strip(identity), sort_keys=True).encode()).hexdigest()
+
+
+def retire_stale(ckpt_dir: str | Path, key: str, steps: int | None = None) -> None:
+    """Move checkpoints of another run aside to `<ckpt_dir>.stale-<key>` (never resumed, never
+    deleted): a different `run_key` (or none recorded), or a newest checkpoint beyond `steps`
+    (the run was shortened). Without this, a rerun after a params edit would continue the old
+    run, or with fewer steps simply hand back its weights. Resuming with *more* steps goes on
+    from the checkpoint; with a cosine schedule that is not the same run as a fresh one
+    (delete the directory, or `snakemake --forcerun`, to start over)."""
+    ckpt_dir = Path(ckpt_dir)
+    dirs = step_dirs(ckpt_dir)
+    if not dirs:
+        return
+    old = None
+    for d in reversed(dirs):  # the newest readable meta.json: a damaged one must not crash or retire the run
+        try:
+            old = json.loads((d / "meta.json").read_text()).get("run_key")
+            break
+        except (OSError, ValueError) as e:
+            warnings.warn(f"{d / 'meta.json'} is unreadable ({type(e).__name__}: {e}); reading the run key of an "
+                          "older checkpoint", stacklevel=2)
+    newest = int(dirs[-1].name.split("_")[-1])
+    if old != key or (steps is not None and newest > steps):
+        stale = ckpt_dir.with_name(f"{ckpt_dir.name}.stale-{(old or 'unknown')[:8]}")
+        shutil.rmtree(stale, ignore_errors=True)
+        ckpt_dir.rename(stale)
+        warnings.warn(f"checkpoints in {ckpt_dir} were made with another config or input; moved them to "
+                      f"{stale} and starting from step 0", stacklevel=2)

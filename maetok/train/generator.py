@@ -16,12 +16,10 @@ tokenizer.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,29 +99,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
 
 def _run_key(cfg: C.GeneratorConfig, stats: LatentStats, seed: int) -> str:
     """Identity of a run: a checkpoint with another key must not be resumed."""
-    blob = json.dumps({"cfg": C.to_dict(cfg), "tok": stats.tokenizer_sha256, "seed": seed}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _retire_stale_checkpoints(ckpt_dir: Path, key: str) -> None:
-    """Move checkpoints of a different config/tokenizer aside (never resume them, never delete them)."""
-    dirs = ckpt.step_dirs(ckpt_dir)
-    if not dirs:
-        return
-    old = None
-    for d in reversed(dirs):  # the newest readable meta.json: a damaged one must not crash or retire the run
-        try:
-            old = json.loads((d / "meta.json").read_text()).get("run_key")
-            break
-        except (OSError, ValueError) as e:
-            warnings.warn(f"{d / 'meta.json'} is unreadable ({type(e).__name__}: {e}); reading the run key of an "
-                          "older checkpoint", stacklevel=2)
-    if old != key:
-        stale = ckpt_dir.with_name(f"{ckpt_dir.name}.stale-{(old or 'unknown')[:8]}")
-        shutil.rmtree(stale, ignore_errors=True)
-        ckpt_dir.rename(stale)
-        warnings.warn(f"checkpoints in {ckpt_dir} were made with another config or tokenizer; moved them to "
-                      f"{stale} and starting from step 0", stacklevel=2)
+    return ckpt.run_key({"cfg": C.to_dict(cfg), "tok": stats.tokenizer_sha256, "seed": seed})
 
 
 # --------------------------------------------------------------------------- training
@@ -161,7 +137,7 @@ def train_generator(cfg: C.GeneratorConfig, job: GeneratorJob) -> dict:
     opt = torch.optim.AdamW(param_groups(model, oc.weight_decay), lr=lr, betas=(oc.beta1, oc.beta2))
     ckpt_dir, key = Path(job.ckpt_dir), _run_key(cfg, stats, job.seed)
     if rank == 0:
-        _retire_stale_checkpoints(ckpt_dir, key)
+        ckpt.retire_stale(ckpt_dir, key, oc.steps)
     if world > 1:
         dist.barrier()
     state = ckpt.load_latest(ckpt_dir, {"model": model, "ema": ema})

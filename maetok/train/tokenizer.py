@@ -44,7 +44,7 @@ from maetok.train.utils import (
     setup_distributed,
     update_ema,
 )
-from maetok.utils.io import write_json
+from maetok.utils.io import sha256_file, write_json
 
 
 # --------------------------------------------------------------------------- model I/O
@@ -173,6 +173,16 @@ def train_step(model, ema, loss_fn, opt, opt_d, x, step, optim, stage_cfg, teach
     return {k: v.detach().float() for k, v in terms.items() if torch.is_tensor(v)}
 
 
+def _run_key(cfg: C.TokenizerConfig, stage: int, job: Job) -> str:
+    """Identity of a run (config, stage, seed, the stage-1 weights, stand-in networks): a
+    checkpoint of another run is moved aside, never resumed (checkpoint.retire_stale)."""
+    inputs = [job.init] if stage == 2 else []
+    if cfg.networks.kind == "standin":
+        inputs += sorted(str(p) for p in Path(job.aux_dir).glob("*.safetensors"))
+    return ckpt.run_key({"cfg": C.to_dict(cfg), "stage": stage, "seed": job.seed,
+                         "inputs": {Path(p).name: sha256_file(p) for p in inputs if Path(p).is_file()}})
+
+
 def _patch_size(size: str) -> int:
     with torch.device("meta"):
         return MAETok_models[size]().patch_size
@@ -203,6 +213,11 @@ def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) 
     opt_d = torch.optim.AdamW([p for p in disc.parameters() if p.requires_grad], lr=lr,
                               betas=(optim.beta1, optim.beta2)) if disc is not None else None
     modules = {"model": model, "ema": ema, "lecam": loss_fn.lecam, **({"disc": disc.heads} if disc is not None else {})}
+    key = _run_key(cfg, stage, job)
+    if rank == 0:
+        ckpt.retire_stale(job.ckpt_dir, key, optim.steps)
+    if world > 1:
+        torch.distributed.barrier()
     state = ckpt.load_latest(job.ckpt_dir, modules)
     start = 0
     if state is not None:
@@ -221,7 +236,8 @@ def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) 
     def save(step):
         if rank == 0:
             ckpt.save(job.ckpt_dir, step, modules, {"opt": opt.state_dict(),
-                                                     **({"opt_d": opt_d.state_dict()} if opt_d else {})})
+                                                     **({"opt_d": opt_d.state_dict()} if opt_d else {})},
+                      {"run_key": key})
 
     bar = tqdm(total=optim.steps, initial=start, desc=f"tokenizer stage {stage}", disable=rank != 0,
                mininterval=5)

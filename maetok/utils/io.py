@@ -81,3 +81,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def load_npy(path: Path, mmap: bool, error: type[Exception], rebuild: str):
+    """A .npy array (memory-mapped if `mmap`), or `error` naming the file and `rebuild` (how to remake it)."""
+    import numpy as np
+
+    if not path.is_file():
+        raise error(f"{path} not found: {rebuild}")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise error(f"{path} is unreadable ({e}): the file is truncated or corrupted; {rebuild}") from None

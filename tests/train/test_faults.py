@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from test_generator import StopAfter  # tests/train is on sys.path (rootdir-relative imports)
 
 from maetok import cli, losses
 from maetok import config as C
@@ -176,16 +177,6 @@ def gen_cfg() -> C.GeneratorConfig:
 def gen_job(root: Path, latents: Path) -> GeneratorJob:
     return GeneratorJob(latents=str(latents), out=str(root / "ema.safetensors"), steps_dir=str(root / "steps"),
                         loss_curve=str(root / "loss.json"), ckpt_dir=str(root / "ckpt"), progress=False)
-
-
-class StopAfter:
-    def __init__(self, n):
-        self.n = n
-
-    @property
-    def stop(self):
-        self.n -= 1
-        return self.n <= 0
 
 
 @pytest.mark.parametrize("damage", ["model.safetensors", "state.pt", "meta.json"])

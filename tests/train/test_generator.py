@@ -110,7 +110,7 @@ def test_unconditional_and_stale_checkpoints(latent_cache, tmp_path, monkeypatch
     # the same checkpoint directory with another tokenizer's latents is never resumed
     latent_cache(tmp_path / "lat", sha="b" * 64)
     j.stop = StopAfter(10)
-    with pytest.warns(UserWarning, match="another config or tokenizer"):
+    with pytest.warns(UserWarning, match="another config or input"):
         train_generator(cfg, j)
     assert list((tmp_path / "ckpt").glob("u.stale-*"))
     assert len(seen) == 1 + 3

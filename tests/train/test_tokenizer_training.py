@@ -129,3 +129,20 @@ def test_bad_tokenizer_config_names_the_key(override, message):
 def test_image_size_not_divisible_by_patch_is_clear():
     with pytest.raises(ValueError, match="not divisible by patch size"):
         build_tokenizer(tok_cfg(), image_size=30)
+
+
+@pytest.mark.parametrize("edit", [{"steps": 2}, {"lr": 1.0e-3}])
+def test_checkpoints_of_another_run_are_never_resumed(tmp_path, tiny_data, edit):
+    """A shortened run, or one with another lr, starts from step 0 (the old checkpoints are moved
+    aside, not deleted) and equals a fresh run; it does not hand back the old run's weights."""
+    cfg = tok_cfg()
+    job = _job(tmp_path, "run", tiny_data)
+    train(cfg, DATA, job, 1)
+    edited = C.dataclasses.replace(cfg, optim=C.dataclasses.replace(cfg.optim, **edit))
+    with pytest.warns(UserWarning, match="another config or input"):
+        metrics = train(edited, DATA, job, 1)
+    assert metrics["resumed_from"] == 0
+    assert list(tmp_path.glob("*.stale-*"))
+    train(edited, DATA, _job(tmp_path, "fresh", tiny_data), 1)
+    a, b = load_file(job.out), load_file(str(tmp_path / "fresh.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -198,11 +198,13 @@ class PerceptualLoss(nn.Module):
         return super().train(False)  # the feature network always runs in eval mode
 
     def _features(self, x):
-        """Unit-normalised stage maps; an input without grad (the target) runs under no_grad,
+        """Unit-normalised stage maps in fp32 (the network may run in bf16 under autocast; the
+        distance is summed in fp32); an input without grad (the target) runs under no_grad,
         which saves its half of the backward pass."""
         shift, scale = self.shift.view(1, -1, 1, 1), self.scale.view(1, -1, 1, 1)
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
-            return [F.normalize(f, dim=1, eps=1e-10) for f in self.backbone.forward_features((x - shift) / scale)]
+            feats = self.backbone.forward_features((x - shift) / scale)
+            return [F.normalize(f.float(), dim=1, eps=1e-10) for f in feats]
 
     def forward(self, x, y):
         """x, y: (B, 3, H, W) in [-1, 1] -> scalar."""

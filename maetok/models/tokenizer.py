@@ -340,6 +340,7 @@ class Bottleneck(nn.Module):
         mean, logvar = self.proj(h).chunk(2, dim=-1)
         logvar = logvar.clamp(-30.0, 20.0)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean) if self.training else mean
+        mean, logvar = mean.float(), logvar.float()  # the KL sum in fp32 also under bf16 autocast
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2)).mean()
         return z, kl
 
@@ -435,8 +436,9 @@ def masked_loss(pred, target, mask, kind):
 
     pred, target: (B, N, C); mask: (B, N) bool or None.
     "mse": sum of squared errors / (|M| * C) (official HOG loss); "cosine": -mean_M cos(pred, target).
+    Computed in fp32 (pred may be bf16 under autocast).
     """
-    target = target.to(pred.dtype)
+    pred, target = pred.float(), target.float()
     if kind == "mse":
         per_token = (pred - target).pow(2).mean(dim=-1)
     else:

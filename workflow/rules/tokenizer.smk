@@ -94,6 +94,8 @@ rule eval_reconstruction:
         f"logs/{SCALE}/eval_reconstruction/{{tok}}.log",
     benchmark:
         f"benchmarks/{SCALE}/eval_reconstruction/{{tok}}.tsv"
+    resources:
+        gpu=EVAL_GPUS, mem_mb=32000 if TRAIN_GPUS else 4000, runtime=240,
     conda:
         "../../environment.yml"
     shell:

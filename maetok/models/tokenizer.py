@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import LayerScale, Mlp, PatchEmbed, resample_abs_pos_embed
 
+from maetok.models.attention import sdpa
 from maetok.models.hog import HOGGenerator
 
 POS_EMBEDS = ("rope_mixed", "rope_axial", "ape")
@@ -200,7 +201,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).reshape(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, h, T, d)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        x = F.scaled_dot_product_attention(q, k, v) if self.use_sdpa else explicit_attention(q, k, v)
+        x = sdpa(q, k, v) if self.use_sdpa else explicit_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, T, D))
 
 

@@ -113,10 +113,14 @@ def _batches(dataset: ImageDataset, batch_size: int, seed: int, start: int, rank
         yield step, x.to(device, non_blocking=True)
 
 
-def build_loss(cfg: C.TokenizerConfig, aux_dir: str) -> losses.TokenizerLoss:
-    """Eq. 6 with the configured perceptual network and discriminator backbone (stand-in or pretrained)."""
+def build_loss(cfg: C.TokenizerConfig, aux_dir: str, stage: int = 1) -> losses.TokenizerLoss:
+    """Eq. 6 with the configured perceptual network and discriminator backbone (stand-in or pretrained).
+    `loss.perceptual_stage1: false` leaves the perceptual term to stage 2 (the tiny budget) when the
+    variant has a stage 2; without one (AE, VAE) stage 1 keeps it."""
     L, net = cfg.loss, cfg.networks
     perceptual = disc = None
+    if stage == 1 and not L.perceptual_stage1 and cfg.finetune.enabled:
+        L = C.dataclasses.replace(L, perceptual_weight=0.0)
     if net.kind == "standin":
         # STAND-IN: the label-supervised teacher CNN plays LPIPS-VGG and the DINO discriminator backbone.
         def backbone():
@@ -206,7 +210,7 @@ def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) 
         requires_grad(model.bottleneck, False)
     model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    loss_fn = build_loss(cfg, job.aux_dir).to(device)
+    loss_fn = build_loss(cfg, job.aux_dir, stage).to(device)
     lr = optim.lr * (optim.batch_size / 256 if optim.lr_batch_scaling else 1.0)
     opt = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=lr, betas=(optim.beta1, optim.beta2))
     disc = loss_fn.discriminator

@@ -25,6 +25,7 @@ rule fit_gmm:
         seed=PARAMS.seed,
         scale=SCALE,
         tags=mlflow_tags,
+    threads: JOB_THREADS
     log:
         f"logs/{SCALE}/fit_gmm/{{tok}}.log",
     benchmark:
@@ -48,6 +49,7 @@ rule linear_probe:
         seed=PARAMS.seed,
         scale=SCALE,
         tags=mlflow_tags,
+    threads: JOB_THREADS
     log:
         f"logs/{SCALE}/linear_probe/{{tok}}.log",
     benchmark:
@@ -76,6 +78,7 @@ rule plot_umap:
         names=lambda wc: FIGURES[wc.fig],
         seed=PARAMS.seed,
         scale=SCALE,
+    threads: JOB_THREADS
     log:
         f"logs/{SCALE}/plot_umap/{{fig}}.log",
     benchmark:

@@ -13,6 +13,7 @@ rule cache_latents:
         directory(f"{RESULTS}/latents/{{tok}}"),
     params:
         cfg=cfg_json(PARAMS.active.data),
+    threads: JOB_THREADS
     log:
         f"logs/{SCALE}/cache_latents/{{tok}}.log",
     benchmark:
@@ -42,6 +43,7 @@ rule train_generator:
         launch=launcher,
         scale=SCALE,
         tags=mlflow_tags,
+    threads: JOB_THREADS
     log:
         f"logs/{SCALE}/train_generator/{{tok}}/{{gen}}.log",
     benchmark:
@@ -68,6 +70,7 @@ rule sample_generator:
     params:
         cfg=cfg_json(PARAMS.active.sampling),
         seed=PARAMS.seed,
+    threads: JOB_THREADS
     log:
         f"logs/{SCALE}/sample_generator/{{tok}}/{{gen}}/{{guidance}}.log",
     benchmark:
@@ -95,6 +98,7 @@ rule sample_generator_step:
     params:
         cfg=cfg_json(PARAMS.active.sampling),
         seed=PARAMS.seed,
+    threads: JOB_THREADS
     log:
         f"logs/{SCALE}/sample_generator/{{tok}}/{{gen}}/step{{step}}_{{guidance}}.log",
     benchmark:
@@ -124,6 +128,7 @@ rule eval_generation:
         seed=PARAMS.seed,
         fid_cache=f"{RESULTS}/fid_cache",
         tags=mlflow_tags,
+    threads: JOB_THREADS
     log:
         f"logs/{SCALE}/eval_generation/{{tok}}/{{gen}}/{{name}}.log",
     benchmark:

@@ -13,6 +13,7 @@ rule train_standin:
         cfg=cfg_json(standins=PARAMS.active.standins, seed=PARAMS.seed),
         role=lambda wc: wc.role.replace("_", "-"),
         tags=mlflow_tags,
+    threads: JOB_THREADS
     log:
         f"logs/{SCALE}/train_standin/{{role}}.log",
     benchmark:
@@ -37,6 +38,7 @@ rule train_tokenizer:
         launch=launcher,
         aux=AUX,
         tags=shared_tokenizer_tags,
+    threads: JOB_THREADS
     log:
         f"logs/{SCALE}/train_tokenizer/{{tok}}.log",
     benchmark:
@@ -64,6 +66,7 @@ rule finetune_decoder:
         launch=launcher,
         aux=AUX,
         tags=shared_tokenizer_tags,
+    threads: JOB_THREADS
     log:
         f"logs/{SCALE}/finetune_decoder/{{tok}}.log",
     benchmark:
@@ -90,6 +93,7 @@ rule eval_reconstruction:
         evaluator=lambda wc, input: f"--evaluator {input.evaluator}" if input.evaluator else "",
         fid_cache=f"{RESULTS}/fid_cache",
         tags=mlflow_tags,
+    threads: JOB_THREADS
     log:
         f"logs/{SCALE}/eval_reconstruction/{{tok}}.log",
     benchmark:

@@ -1,0 +1,20 @@
+"""Attention kernel selection shared by the tokenizer and the generator.
+
+Every attention goes through `F.scaled_dot_product_attention`. One exception to PyTorch's own
+kernel choice: on CPU, for bf16 training, its flash kernel's backward pass is 4-5x slower than
+the math kernel at the short sequences of the tiny scale (64 x 4 heads x 24 tokens x 32: 8.9 ms
+vs 1.7 ms per call; `bench/bench_tokenizer.py` measures it), so that case uses the math kernel.
+CUDA and inference keep PyTorch's choice (flash / memory-efficient).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v for q, k, v: (B, heads, T, head_dim)."""
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad:
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)

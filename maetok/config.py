@@ -16,7 +16,7 @@ import dataclasses
 import json
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -192,6 +192,16 @@ class TokenizerConfig:
     loss: TokenizerLossConfig = doc("Eq. 6 loss weights.")
     optim: OptimConfig = doc("Stage-1 optimisation (paper Table 7).")
     finetune: FinetuneConfig = doc("Stage 2: pixel-decoder fine-tuning (paper §3.3).")
+    mixed_resolution: list[int] = doc(
+        "Image sizes drawn per training step, each batch resized to one (paper App. C.4, Table 13b: "
+        "mixed-resolution training); [] trains at data.image_size only. eval_reconstruction also reports "
+        "the largest size (`recon.hires`). Optional: tokenizer files written before it existed read as [].",
+        default_factory=tuple)
+
+    def check(self, path: str) -> None:
+        bad = [s for s in self.mixed_resolution if s <= 0]
+        if bad:
+            raise ConfigError(f"{_at(path, 'mixed_resolution')}: image sizes must be positive, got {bad}")
 
 
 @dataclass(frozen=True)
@@ -438,11 +448,13 @@ def from_dict(cls: type, data: dict, path: str = "") -> Any:
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"unknown key {_at(path, unknown[0])!r}; valid keys here: {', '.join(names)}")
-    missing = [n for n in names if n not in data]
+    fields = dataclasses.fields(cls)
+    optional = {f.name for f in fields if f.default is not MISSING or f.default_factory is not MISSING}
+    missing = [n for n in names if n not in data and n not in optional]
     if missing:
         raise ConfigError(f"missing key {_at(path, missing[0])!r} "
-                          f"({dataclasses.fields(cls)[names.index(missing[0])].metadata.get('doc', '')})")
-    obj = cls(**{n: _convert(hints[n], data[n], _at(path, n)) for n in names})
+                          f"({fields[names.index(missing[0])].metadata.get('doc', '')})")
+    obj = cls(**{n: _convert(hints[n], data[n], _at(path, n)) for n in names if n in data})
     for f in dataclasses.fields(cls):
         if f.metadata.get("choices") and getattr(obj, f.name) not in f.metadata["choices"]:
             choices = list(f.metadata["choices"])

@@ -12,6 +12,7 @@ from maetok.losses import (
     PerceptualLoss,
     TokenizerLoss,
     VGG16Features,
+    _unit,
     adaptive_weight,
     diff_augment,
     dino_vits16,
@@ -138,6 +139,12 @@ def test_adaptive_weight_equals_hand_computed_ratio():
 
 
 # ---------------------------------------------------------------- perceptual
+def test_unit_normalisation_equals_f_normalize():
+    f = torch.randn(3, 8, 5, 5)
+    f[0, :, 0, 0] = 0  # an all-zero feature vector stays zero (F.normalize's eps)
+    torch.testing.assert_close(_unit(f), torch.nn.functional.normalize(f, dim=1, eps=1e-10))
+
+
 def test_standin_perceptual_is_zero_for_identical_and_frozen(backbone, images):
     loss = PerceptualLoss(backbone)
     x = images.clone().requires_grad_(True)

@@ -108,25 +108,31 @@ def run(tokenizer_path: str | Path, data_dir: str | Path, cfg: C.EvaluationConfi
         out: str | Path, grid: str | Path, fid_cache: str | Path, tags: dict | None = None) -> dict:
     """Evaluate one tokenizer in-domain and out-of-domain; write the metrics JSON and a grid PNG."""
     from maetok.eval.fidelity import fidelity_metrics
-    from maetok.train.tokenizer import load_tokenizer
+    from maetok.train.tokenizer import load_tokenizer, resize_images
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, _, info = load_tokenizer(tokenizer_path, device)
+    model, tok_cfg, info = load_tokenizer(tokenizer_path, device)
     size = int(info["image_size"])
     metrics = {"tokenizer": str(tokenizer_path), "variant": info.get("variant", "")}
-    for split, (real, name) in {"val": (val_images(data_dir, cfg.num_recon), "val split"),
-                                "ood": ood_images(cfg, size)}.items():
+    val = val_images(data_dir, cfg.num_recon)
+    sets = {"val": (val, "val split", f"val-{len(val)}"), "ood": (*ood_images(cfg, size), None)}
+    hires = max(tok_cfg.mixed_resolution, default=size)
+    if hires > size:  # mixed-resolution training (Table 13b): the val split at the largest training size
+        up = resize_images(val.float().div(127.5).sub(1), hires)
+        sets["hires"] = (to_uint8(up), f"val split resized to {hires} px", f"val-{len(val)}-{hires}px")
+    for split, (real, name, ref_name) in sets.items():
         recon = reconstruct_all(model, real, cfg.batch_size, device, f"reconstruct {split}")
         fid = fidelity_metrics(recon, real, cfg, evaluator, fid_cache, metrics=("fid",),
-                               reference_name=f"{split}-{len(real)}")
-        metrics[split] = {"dataset": name, "n": len(real), "rfid": fid["fid"], **pixel_metrics(real, recon)}
+                               reference_name=ref_name or f"{split}-{len(real)}")
+        metrics[split] = {"dataset": name, "n": len(real), "image_size": real.shape[-1], "rfid": fid["fid"],
+                          **pixel_metrics(real, recon)}
         if split == "val":
             save_grid(torch.cat([real[:16], recon[:16]]), grid, nrow=16, scale=4 if size <= 64 else 1)
     for k in ("rfid", "psnr", "ssim"):
         metrics[k] = metrics["val"][k]
     write_json(out, metrics)
     with Run(f"{metrics['variant']}/eval_reconstruction", {**(tags or {}), "stage": "eval_reconstruction"}) as r:
-        r.log_metrics({f"{s}_{k}": metrics[s][k] for s in ("val", "ood") for k in ("rfid", "psnr", "ssim")
+        r.log_metrics({f"{s}_{k}": metrics[s][k] for s in sets for k in ("rfid", "psnr", "ssim")
                        if not math.isnan(metrics[s][k])})
         r.log_artifact(out)
         r.log_artifact(grid)

@@ -74,12 +74,14 @@ def _on_device(model: torch.nn.Module, fn: Callable) -> Callable:
     return call
 
 
-def _standin_teacher(name: str, aux_dir: str | Path, grid: int) -> tuple[Callable, int]:
+def _standin_teacher(name: str, aux_dir: str | Path, patch_size: int) -> tuple[Callable, int]:
+    """Features on the patch grid of the input's own size (mixed-resolution training included)."""
     role = f"teacher-{name}"
     path = Path(aux_dir) / STANDIN_FILES[name]
     net = standins.load_weights(standins.Standin_models[role](), path)
     net.requires_grad_(False).eval()
-    return _on_device(net, lambda x: standins.teacher_features(net, x.float(), grid)), net.num_features
+    return (_on_device(net, lambda x: standins.teacher_features(net, x.float(), x.shape[-1] // patch_size)),
+            net.num_features)
 
 
 def load_teachers(cfg: NetworksConfig, targets: list[str], aux_dir: str | Path, image_size: int,
@@ -90,7 +92,7 @@ def load_teachers(cfg: NetworksConfig, targets: list[str], aux_dir: str | Path, 
         if name not in ("dino", "clip"):
             continue
         if cfg.kind == "standin":
-            fns[name], dims[name] = _standin_teacher(name, aux_dir, image_size // patch_size)
+            fns[name], dims[name] = _standin_teacher(name, aux_dir, patch_size)
         else:
             model = cfg.dino_model if name == "dino" else cfg.clip_model
             weights = cfg.dino_weights if name == "dino" else cfg.clip_weights

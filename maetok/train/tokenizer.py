@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from maetok import config as C
@@ -95,9 +96,26 @@ class Job:
     tags: dict | None = None
 
 
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> (B, 3, size, size): bicubic, antialiased when shrinking."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False,
+                         antialias=size < x.shape[-1]).clamp(-1, 1)
+
+
+def step_size(sizes: list[int], seed: int, step: int) -> int | None:
+    """The image size of a mixed-resolution step (the same on every rank), None without mixing."""
+    if len(sizes) < 2:
+        return sizes[0] if sizes else None
+    g = torch.Generator().manual_seed(seed * 7_919 + step * 31 + 1)
+    return sizes[int(torch.randint(len(sizes), (), generator=g))]
+
+
 def _batches(dataset: ImageDataset, batch_size: int, seed: int, start: int, rank: int, world: int,
-             hflip: bool, device: torch.device):
-    """(step, x) from `start` on, deterministic in (seed, step); x: (B/world, 3, H, W) in [-1, 1]."""
+             hflip: bool, device: torch.device, sizes: list[int] | tuple = ()):
+    """(step, x) from `start` on, deterministic in (seed, step); x: (B/world, 3, H, W) in [-1, 1].
+    With `sizes` (mixed-resolution training) each step's batch is resized to one of them."""
     in_memory = dataset.kind == "arrays"
     images = torch.from_numpy(np.array(dataset.images)) if in_memory else None  # (N, H, W) uint8, 61 MB at tiny
     for step, idx in enumerate(index_stream(len(dataset), batch_size, seed, start, rank, world), start):
@@ -110,6 +128,9 @@ def _batches(dataset: ImageDataset, batch_size: int, seed: int, start: int, rank
             offset = rank * len(x)
             flip = torch.rand(offset + len(x), generator=g)[offset:] < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        size = step_size(list(sizes), seed, step)
+        if size is not None:
+            x = resize_images(x, size)
         yield step, x.to(device, non_blocking=True)
 
 
@@ -192,8 +213,22 @@ def _patch_size(size: str) -> int:
         return MAETok_models[size]().patch_size
 
 
+def check_sizes(cfg: C.TokenizerConfig, image_size: int) -> None:
+    """Every training size must split into whole patches (and a fixed-size linear aux decoder cannot mix)."""
+    patch = _patch_size(cfg.model.size)
+    for key, sizes in (("data.image_size", [image_size]), ("tokenizer.mixed_resolution", cfg.mixed_resolution)):
+        bad = [s for s in sizes if s % patch]
+        if bad:
+            raise C.ConfigError(f"{key}: image size(s) {bad} are not divisible by the patch size {patch} of "
+                                f"{cfg.model.size}; use multiples of {patch}")
+    if len(set(cfg.mixed_resolution)) > 1 and cfg.aux.depth == "linear" and cfg.aux.targets:
+        raise C.ConfigError("tokenizer.mixed_resolution needs a transformer aux decoder: aux.depth 'linear' is "
+                            "fixed to one patch count; set aux.depth to 1, 3, 6 or 12, or mixed_resolution: []")
+
+
 def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) -> dict:
     """Run stage 1 or 2 to completion, resuming from `job.ckpt_dir`; write `job.out`; return metrics."""
+    check_sizes(cfg, data_cfg.image_size)
     rank, world, device = setup_distributed()
     torch.manual_seed(job.seed * world + rank)
     if stage == 1:
@@ -247,7 +282,8 @@ def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) 
                mininterval=5)
     step = start
     try:
-        for step, x in _batches(dataset, optim.batch_size, job.seed, start, rank, world, data_cfg.hflip, device):
+        for step, x in _batches(dataset, optim.batch_size, job.seed, start, rank, world, data_cfg.hflip, device,
+                                cfg.mixed_resolution):
             if step >= optim.steps or any_rank(stop.stop, device, world):
                 break
             for g in opt.param_groups + (opt_d.param_groups if opt_d else []):

@@ -321,6 +321,25 @@ def test_rope_mixed_init_and_learnable():
     torch.testing.assert_close(norms, torch.cat([expected, expected]).expand(2, 3, 32))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sdpa_helper_matches_torch_and_picks_math_for_cpu_bf16_training(dtype, monkeypatch):
+    from maetok.models import attention
+
+    q, k, v = (torch.randn(2, 4, 9, 16, dtype=dtype, requires_grad=True) for _ in range(3))
+    backends = []
+    real = attention.sdpa_kernel
+    monkeypatch.setattr(attention, "sdpa_kernel", lambda b: backends.append(b) or real(b))
+    out = attention.sdpa(q, k, v)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(out, ref, atol=2e-2 if dtype == torch.bfloat16 else 1e-6, rtol=1e-2)
+    out.float().sum().backward()
+    assert q.grad is not None
+    assert backends == ([attention.SDPBackend.MATH] if dtype == torch.bfloat16 else [])
+    with torch.no_grad():
+        attention.sdpa(q, k, v)  # inference keeps PyTorch's kernel choice
+    assert len(backends) == (1 if dtype == torch.bfloat16 else 0)
+
+
 def test_sdpa_equals_explicit_softmax():
     torch.manual_seed(0)
     attn = Attention(64, 4)

@@ -30,7 +30,8 @@ def fake_results(root: Path, table: str) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         if p.name == "recon.json":
             obj = {"rfid": 1.0 + i, "psnr": 20.0 + i, "ssim": 0.5,
-                   "ood": {"rfid": 9.0 + i, "psnr": 18.0, "ssim": 0.4, "dataset": "digits"}}
+                   "ood": {"rfid": 9.0 + i, "psnr": 18.0, "ssim": 0.4, "dataset": "digits"},
+                   "hires": {"rfid": 30.0 + i, "psnr": 19.0, "ssim": 0.45, "image_size": 64}}
         else:
             obj = {"gfid": 100.0 + i, "is": 5.0, "is_std": 0.1, "precision": 0.6, "recall": 0.3}
         p.write_text(json.dumps(obj))

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from maetok import config as C
+from maetok.data import ImageDataset
+from maetok.models import standins
 from maetok.train import checkpoint as ckpt
-from maetok.train.tokenizer import Job, build_tokenizer, load_tokenizer, stage2_mask_ratio, train
+from maetok.train.tokenizer import (
+    Job,
+    _batches,
+    build_loss,
+    build_tokenizer,
+    load_tokenizer,
+    resize_images,
+    stage2_mask_ratio,
+    step_size,
+    train,
+)
 
 
 def tok_cfg(**override) -> C.TokenizerConfig:
@@ -67,11 +82,20 @@ def test_stage2_mask_ratio_anneals_linearly_to_zero():
 
 def test_full_loss_with_standin_teachers_perceptual_and_gan(tmp_path, tiny_data, standin_dir):
     cfg = tok_cfg(aux={"targets": ["hog", "dino", "clip"]},
-                  loss={"perceptual_weight": 1.0, "disc_weight": 0.4, "disc_start": 1})
+                  loss={"perceptual_weight": 1.0, "perceptual_stage1": True, "disc_weight": 0.4, "disc_start": 1})
     metrics = train(cfg, DATA, _job(tmp_path, "full_loss", tiny_data, aux=standin_dir), 1)
     final = metrics["final"]
     assert {"aux/hog", "aux/dino", "aux/clip", "perceptual", "disc_loss"} <= set(final)
     assert final["adv"] != 0.0 and final["perceptual"] > 0
+
+
+@pytest.mark.parametrize("finetune", [True, False])
+def test_perceptual_moves_to_stage2_only_when_there_is_one(standin_dir, finetune):
+    cfg = tok_cfg(loss={"perceptual_weight": 0.1, "perceptual_stage1": False}, finetune={"enabled": finetune})
+    assert (build_loss(cfg, standin_dir, 1).perceptual is None) == finetune
+    assert build_loss(cfg, standin_dir, 2).perceptual_factor(0) == pytest.approx(0.1)
+    paper = C.dataclasses.replace(cfg, loss=C.dataclasses.replace(cfg.loss, perceptual_stage1=True))
+    assert build_loss(paper, standin_dir, 1).perceptual_factor(0) == pytest.approx(0.1)
 
 
 def test_vae_reports_kl(tmp_path, tiny_data):
@@ -146,3 +170,79 @@ def test_checkpoints_of_another_run_are_never_resumed(tmp_path, tiny_data, edit)
     train(edited, DATA, _job(tmp_path, "fresh", tiny_data), 1)
     a, b = load_file(job.out), load_file(str(tmp_path / "fresh.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- mixed-resolution training (paper App. C.4, Table 13b) ---------------------------------
+def test_step_size_is_seeded_and_uses_every_size():
+    sizes = [step_size([32, 64], seed=0, step=s) for s in range(200)]
+    assert set(sizes) == {32, 64} and 60 < sizes.count(64) < 140
+    assert sizes == [step_size([32, 64], seed=0, step=s) for s in range(200)]
+    assert sizes != [step_size([32, 64], seed=1, step=s) for s in range(200)]
+    assert step_size([], 0, 5) is None and step_size([48], 0, 5) == 48
+
+
+def test_batches_are_resized_per_step(tiny_data):
+    ds = ImageDataset(tiny_data, "train")
+    for step, x in _batches(ds, 8, 0, 0, 0, 1, False, torch.device("cpu"), [32, 64]):
+        if step == 12:
+            break
+        size = step_size([32, 64], 0, step)
+        assert x.shape == (8, 3, size, size) and x.min() >= -1 and x.max() <= 1
+        # the same images as without mixing, only resized
+        torch.testing.assert_close(x, resize_images(plain_batch(ds, step), size))
+
+
+def plain_batch(ds, step):
+    return next(_batches(ds, 8, 0, step, 0, 1, False, torch.device("cpu")))[1]
+
+
+def test_resize_round_trip_keeps_the_image():
+    yy, xx = torch.meshgrid(torch.linspace(0, 3, 32), torch.linspace(0, 3, 32), indexing="ij")
+    x = (yy.sin() * xx.cos()).expand(2, 3, 32, 32).contiguous()  # a smooth image survives 32 -> 64 -> 32
+    back = resize_images(resize_images(x, 64), 32)
+    assert (back - x).abs().max() < 0.02
+    assert resize_images(x, 32) is x
+
+
+@pytest.mark.parametrize("pos_embed", ["rope_mixed", "ape"])
+def test_training_on_mixed_sizes_and_reconstructing_both(tmp_path, tiny_data, standin_dir, pos_embed):
+    cfg = tok_cfg(model={"pos_embed": pos_embed}, aux={"targets": ["hog", "dino"]}, mixed_resolution=[32, 64],
+                  optim={"steps": 4})
+    assert {step_size([32, 64], 0, s) for s in range(4)} == {32, 64}  # both sizes are trained
+    job = _job(tmp_path, pos_embed, tiny_data, aux=standin_dir)
+    metrics = train(cfg, DATA, job, 1)
+    assert np.isfinite(metrics["final"]["loss"]) and "aux/dino" in metrics["final"]
+    model, saved, _ = load_tokenizer(job.out)
+    assert saved.mixed_resolution == (32, 64)
+    with torch.no_grad():
+        for size in (32, 64):
+            x = torch.rand(2, 3, size, size) * 2 - 1
+            assert model.decode(model.encode(x), img_size=size).shape == x.shape
+
+
+def test_sizes_not_divisible_by_the_patch_and_linear_aux_are_rejected(tmp_path, tiny_data):
+    with pytest.raises(C.ConfigError, match=r"tokenizer.mixed_resolution: image size\(s\) \[36\].*patch size 8"):
+        train(tok_cfg(mixed_resolution=[32, 36]), DATA, _job(tmp_path, "bad", tiny_data), 1)
+    with pytest.raises(C.ConfigError, match="aux.depth 'linear'"):
+        train(tok_cfg(mixed_resolution=[32, 64], aux={"depth": "linear"}), DATA, _job(tmp_path, "lin", tiny_data), 1)
+    with pytest.raises(C.ConfigError, match="mixed_resolution: image sizes must be positive"):
+        tok_cfg(mixed_resolution=[0])
+
+
+def test_eval_reports_the_largest_training_size(tmp_path, tiny_data, standin_dir):
+    from maetok.eval import reconstruction
+
+    cfg = tok_cfg(mixed_resolution=[32, 64], optim={"steps": 2})
+    job = _job(tmp_path, "mr", tiny_data, aux=standin_dir)
+    train(cfg, DATA, job, 1)
+    evaluator = tmp_path / "evaluator.safetensors"
+    standins.save_weights(standins.seeded(standins.Standin_models["evaluator"], 0), evaluator)
+    params = C.load_params()
+    ev = C.dataclasses.replace(params.active.evaluation, num_recon=64, batch_size=32)
+    out = tmp_path / "recon.json"
+    metrics = reconstruction.run(job.out, tiny_data, ev, str(evaluator), out, tmp_path / "grid.png",
+                                 tmp_path / "fid_cache")
+    assert metrics["val"]["image_size"] == 32 and metrics["hires"]["image_size"] == 64
+    assert metrics["hires"]["n"] == 64 and np.isfinite(metrics["hires"]["rfid"])
+    assert 5 < metrics["hires"]["psnr"] < 60
+    assert json.loads(out.read_text())["hires"]["ssim"] == pytest.approx(metrics["hires"]["ssim"])

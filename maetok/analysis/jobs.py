@@ -186,11 +186,12 @@ def _step_of(path: str | Path) -> int:
 
 
 def figure_data(kind: str, names: Sequence[str], metrics: Sequence[str | Path],
-                probe: Sequence[str | Path] = ()) -> dict:
+                probe: Sequence[str | Path] = (), steps: Sequence[int] = ()) -> dict:
     """The series a `kind` of figure plots, read from its input files.
 
     names[i] labels metrics[i] (for gfid-vs-steps a name repeats once per step file);
-    for gfid-vs-probe, probe[i] is the linear-probe JSON of names[i].
+    for gfid-vs-probe, probe[i] is the linear-probe JSON of names[i]; for gfid-vs-steps,
+    steps[i] is the training step of metrics[i] (default: parsed from step<N>_*.json names).
     """
     if kind not in FIGURE_KINDS:
         raise ValueError(f"kind must be one of {FIGURE_KINDS}, got {kind!r}")
@@ -210,18 +211,20 @@ def figure_data(kind: str, names: Sequence[str], metrics: Sequence[str | Path],
         for name, path, probe_path in zip(names, metrics, probe, strict=True):
             data[name] = (read_json(probe_path)["val_acc"], read_json(path)["gfid"])
     else:
-        for name, path in zip(names, metrics, strict=True):
-            data.setdefault(name, []).append((_step_of(path), read_json(path)["gfid"]))
+        if steps and len(steps) != len(names):
+            raise ValueError(f"gfid-vs-steps needs one --steps value per name: {len(steps)} for {len(names)}")
+        for i, (name, path) in enumerate(zip(names, metrics, strict=True)):
+            data.setdefault(name, []).append((steps[i] if steps else _step_of(path), read_json(path)["gfid"]))
     return data
 
 
 def plot_figure(kind: str, names: Sequence[str], metrics: Sequence[str | Path], out: str | Path, *,
-                probe: Sequence[str | Path] = (), scale: str = "", figure: str = "") -> dict:
+                probe: Sequence[str | Path] = (), scale: str = "", figure: str = "", steps: Sequence[int] = ()) -> dict:
     """Draw one paper figure from metrics files; writes out's .png and .pdf.
     Returns {"png", "pdf", "data"}."""
     from maetok.analysis import figures
 
-    data = figure_data(kind, names, metrics, probe)
+    data = figure_data(kind, names, metrics, probe, steps)
     if kind == "gmm-nll":
         paths = figures.plot_gmm_nll(data, out)
     elif kind == "loss-curves":

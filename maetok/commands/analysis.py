@@ -18,7 +18,7 @@ FIGURE_KINDS = {
     "gmm-nll": "Fig. 2a from fit-gmm JSONs",
     "loss-curves": "Fig. 2b from train-generator loss_curve.json files",
     "gfid-vs-probe": "Fig. 5a from nocfg eval-generation JSONs plus --probe JSONs",
-    "gfid-vs-steps": "Fig. 5b from step<N>_nocfg.json files (a name repeats once per step)",
+    "gfid-vs-steps": "Fig. 5b from nocfg eval-generation JSONs at several steps (a name repeats once per step)",
 }
 
 
@@ -72,7 +72,7 @@ def cmd_plot_figure(args) -> int:
     from maetok.analysis.jobs import plot_figure
 
     r = plot_figure(args.kind, args.names, args.metrics, args.out, probe=args.probe or (), scale=args.scale or "",
-                    figure=args.figure or "")
+                    figure=args.figure or "", steps=args.steps or ())
     print(f"plot-figure {args.kind}: {len(r['data'])} series -> {r['png']}, {r['pdf']}")
     return 0
 
@@ -120,6 +120,8 @@ def register(sub) -> None:
     p.add_argument("--names", nargs="+", required=True, help="tokenizer id of each metrics file, in order")
     p.add_argument("--metrics", nargs="+", required=True, help="input metrics files, one per name")
     p.add_argument("--probe", nargs="+", help="gfid-vs-probe only: linear-probe JSONs, one per name")
+    p.add_argument("--steps", nargs="+", type=int,
+                   help="gfid-vs-steps only: the training step of each metrics file (default: from step<N>_ names)")
     p.add_argument("--out", required=True, help="output figure (.png; the .pdf goes beside it)")
     p.add_argument("--figure", help="figure id (MLflow run name), e.g. fig2a")
     p.set_defaults(func=cmd_plot_figure)

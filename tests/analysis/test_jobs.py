@@ -172,6 +172,11 @@ def test_figure_jobs_write_png_and_pdf(tmp_path):
         jobs.figure_data("gfid-vs-probe", toks, gfid, probe[:2])
     with pytest.raises(ValueError, match="step<N>"):
         jobs.figure_data("gfid-vs-steps", ["ae"], [gfid[0]])
+    # explicit steps: the final point may be the final generator's nocfg.json (no step in its name)
+    assert jobs.figure_data("gfid-vs-steps", ["ae", "ae"], [steps[0][1], gfid[0]], steps=[100, 800]) == \
+        {"ae": [(100, jobs.read_json(steps[0][1])["gfid"]), (800, jobs.read_json(gfid[0])["gfid"])]}
+    with pytest.raises(ValueError, match="one --steps value per name"):
+        jobs.figure_data("gfid-vs-steps", ["ae", "ae"], [steps[0][1], gfid[0]], steps=[100])
 
 
 def test_cli_runs_fit_gmm_and_plot_figure(cache, tmp_path, capsys):

@@ -11,9 +11,14 @@ FIGURES = {
 FIGURE_GEN = "sit_l"  # SiT-L, the generator of the paper's ablations (App. B.3, §4.3)
 ANALYSIS = f"{RESULTS}/analysis/{{tok}}"
 
-# Fig. 5b: (tokenizer, eval JSON) for each tokenizer and each kept EMA step of the generator.
-FIG5B = [(t, f"{RESULTS}/generator/{t}/{FIGURE_GEN}/step{s}_nocfg.json")
-         for t in FIGURES["fig5b"] for s in PARAMS.generator(FIGURE_GEN).eval_steps]
+# Fig. 5b: (tokenizer, step, eval JSON) for each tokenizer and each kept EMA step of the
+# generator; the last step's EMA is the final generator, so that point is its nocfg.json.
+def _fig5b_json(tok, step):
+    name = "nocfg" if step == PARAMS.generator(FIGURE_GEN).optim.steps else f"step{step}_nocfg"
+    return f"{RESULTS}/generator/{tok}/{FIGURE_GEN}/{name}.json"
+
+
+FIG5B = [(t, s, _fig5b_json(t, s)) for t in FIGURES["fig5b"] for s in PARAMS.generator(FIGURE_GEN).eval_steps]
 
 rule fit_gmm:
     input:
@@ -145,16 +150,17 @@ rule plot_gfid_vs_probe:
 
 rule plot_gfid_vs_steps:
     input:
-        [f for _, f in FIG5B],
+        [f for _, _, f in FIG5B],
     output:
         png=report("figures/fig5b.png", caption="../report/gfid_vs_steps.rst", category="Figures", subcategory="fig5b"),
         pdf="figures/fig5b.pdf",
     params:
-        names=[t for t, _ in FIG5B],
+        names=[t for t, _, _ in FIG5B],
+        steps=[s for _, s, _ in FIG5B],
     log:
         f"logs/{SCALE}/plot_figure/fig5b.log",
     conda:
         "../../environment.yml"
     shell:
-        "maetok plot-figure --kind gfid-vs-steps --figure fig5b --names {params.names} --metrics {input} "
+        "maetok plot-figure --kind gfid-vs-steps --figure fig5b --names {params.names} --steps {params.steps} --metrics {input} "
         "--out {output.png} > {log} 2>&1"

@@ -175,7 +175,8 @@ def plot_gfid_vs_probe(points: Mapping[str, tuple[float, float]], out, *, title=
         x, y = 100.0 * float(acc), float(gfid)
         ax.scatter([x], [y], s=80, color=color_for(name), marker=marker_for(name), label=display_name(name),
                    edgecolors="black", linewidths=0.5, zorder=3)
-        ax.annotate(display_name(name), (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
+    # a legend, not per-point text: close points (e.g. the aux-target variants) made labels overlap
+    ax.legend(fontsize=8, frameon=False, loc="best")
     ax.set_xlabel("Linear probing accuracy (%)")
     ax.set_ylabel("gFID")
     if title:

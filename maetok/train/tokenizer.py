@@ -26,7 +26,7 @@ from maetok import config as C
 from maetok import losses
 from maetok.data import ImageDataset
 from maetok.models import standins
-from maetok.models.teachers import load_teachers
+from maetok.models.teachers import STANDIN_FILES, load_teachers
 from maetok.models.tokenizer import MAETok, MAETok_models
 from maetok.tracking import Run
 from maetok.train import checkpoint as ckpt
@@ -202,8 +202,9 @@ def _run_key(cfg: C.TokenizerConfig, stage: int, job: Job) -> str:
     """Identity of a run (config, stage, seed, the stage-1 weights, stand-in networks): a
     checkpoint of another run is moved aside, never resumed (checkpoint.retire_stale)."""
     inputs = [job.init] if stage == 2 else []
-    if cfg.networks.kind == "standin":
-        inputs += sorted(str(p) for p in Path(job.aux_dir).glob("*.safetensors"))
+    if cfg.networks.kind == "standin":  # the teachers (also the perceptual/GAN nets), not the evaluator:
+        # which other files exist yet depends on the order jobs ran in
+        inputs += [str(Path(job.aux_dir) / name) for name in sorted(STANDIN_FILES.values())]
     return ckpt.run_key({"cfg": C.to_dict(cfg), "stage": stage, "seed": job.seed,
                          "inputs": {Path(p).name: sha256_file(p) for p in inputs if Path(p).is_file()}})
 

@@ -13,12 +13,9 @@ ANALYSIS = f"{RESULTS}/analysis/{{tok}}"
 
 # Fig. 5b: (tokenizer, step, eval JSON) for each tokenizer and each kept EMA step of the
 # generator; the last step's EMA is the final generator, so that point is its nocfg.json.
-def _fig5b_json(tok, step):
-    name = "nocfg" if step == PARAMS.generator(FIGURE_GEN).optim.steps else f"step{step}_nocfg"
-    return f"{RESULTS}/generator/{tok}/{FIGURE_GEN}/{name}.json"
-
-
-FIG5B = [(t, s, _fig5b_json(t, s)) for t in FIGURES["fig5b"] for s in PARAMS.generator(FIGURE_GEN).eval_steps]
+_FINAL_STEP = PARAMS.generator(FIGURE_GEN).optim.steps
+FIG5B = [(t, s, f"{RESULTS}/generator/{t}/{FIGURE_GEN}/{'nocfg' if s == _FINAL_STEP else f'step{s}_nocfg'}.json")
+         for t in FIGURES["fig5b"] for s in PARAMS.generator(FIGURE_GEN).eval_steps]
 
 rule fit_gmm:
     input:

@@ -35,8 +35,8 @@ TOKENIZERS = list(PARAMS.tokenizer_variants)
 # gets GPUs, one process per GPU.
 TRAIN_GPUS = 0 if SCALE == "tiny" else 8
 EVAL_GPUS = 0 if SCALE == "tiny" else 1
-# CPU threads per compute job. Snakemake exports OMP_NUM_THREADS = threads to each job, so a
-# rule without `threads:` runs torch on one thread. Two threads make one job 1.4-1.5x faster
+# CPU threads per compute job. Snakemake exports OMP_NUM_THREADS = threads to each job, so
+# jobs that declare no threads run torch on one thread. Two threads make one job 1.4-1.5x faster
 # (tiny tokenizer step: 158 vs 219 ms), which pays on a chain of dependent jobs (one variant,
 # one ablation rerun); two one-thread jobs side by side get more done on a wide DAG on 2
 # cores: `snakemake --set-threads train_tokenizer=1 ...` or a profile (README).

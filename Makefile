@@ -10,10 +10,15 @@ FMNIST := /usr/share/datasets/fashion-mnist
 
 .PHONY: reproduce test bootstrap dataset lint dry-run mlflow-ui clean-venv
 
+# The Slurm executor plugin (extra `slurm`) only where Slurm's `sacct` or `squeue` is on
+# PATH: installed elsewhere, it stops snakemake from starting (pyproject.toml).
+COMMA := ,
+EXTRAS := dev$(if $(shell command -v sacct || command -v squeue),$(COMMA)slurm)
+
 $(BIN)/maetok: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
 bootstrap: $(BIN)/maetok

@@ -4,6 +4,7 @@ workflow files and the micro overlay (micro.yaml) that shrinks every loop to a f
 from __future__ import annotations
 
 import os
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,12 @@ MICRO = Path(__file__).with_name("micro.yaml")
 BIN = Path(sys.executable).parent
 # What the workflow reads from its working directory (the package itself is imported from
 # the environment, installed in editable mode).
+# The Slurm executor plugin is the `slurm` extra (pyproject.toml), installed by `make bootstrap`
+# only where sacct/squeue exist; without it `--profile slurm` cannot run.
+needs_slurm_plugin = pytest.mark.skipif(
+    importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
+    reason="snakemake-executor-plugin-slurm not installed (pip install -e '.[slurm]' on a machine with Slurm)")
+
 WORKFLOW_FILES = ("Snakefile", "params.yaml", "environment.yml", "workflow", "profiles", "dvc.yaml", "Makefile")
 
 

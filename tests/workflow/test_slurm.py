@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import copy_workflow, run_snakemake  # tests/workflow/conftest.py
+from conftest import copy_workflow, needs_slurm_plugin, run_snakemake  # tests/workflow/conftest.py
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -117,6 +117,7 @@ def _same(a, b) -> bool:
     return a == b
 
 
+@needs_slurm_plugin
 def test_table4_runs_as_slurm_jobs_with_local_results(slurm_cluster, micro_table4, tmp_path):
     work = copy_workflow(tmp_path / "work")
     slurm_cluster.append(work)

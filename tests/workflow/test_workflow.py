@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import needs_slurm_plugin  # tests/workflow/conftest.py
 
 BIN = Path(sys.executable).parent
 
@@ -27,6 +28,7 @@ def test_lint(repo):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@needs_slurm_plugin
 def test_slurm_profile_dry_run(repo):
     assert (repo / "slurm").is_symlink() and (repo / "slurm" / "config.yaml").is_file()
     assert not (repo / "profiles" / "default").exists(), "profiles/default would override the slurm profile"

@@ -3,8 +3,8 @@ workflow files and the micro overlay (micro.yaml) that shrinks every loop to a f
 
 from __future__ import annotations
 
-import os
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys

@@ -34,10 +34,12 @@ from maetok.tracking import Run
 from maetok.train import checkpoint as ckpt
 from maetok.train.utils import (
     StopFlag,
+    adamw,
     any_rank,
     autocast,
     check_finite,
     cleanup_distributed,
+    clip_grad_norm,
     ema_decay_at,
     index_stream,
     lr_at,
@@ -112,7 +114,7 @@ def train_step(model, transport, opt, x, y, cfg: C.OptimConfig, lr: float, devic
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        clip_grad_norm(model.parameters(), cfg.grad_clip)
     loss = loss.detach()
     if world > 1:
         dist.all_reduce(loss, op=dist.ReduceOp.AVG)
@@ -134,7 +136,7 @@ def train_generator(cfg: C.GeneratorConfig, job: GeneratorJob) -> dict:
     ema = copy.deepcopy(model).requires_grad_(False)
     transport = build_transport(cfg.transport)
     lr = oc.lr * (oc.batch_size / 256 if oc.lr_batch_scaling else 1.0)
-    opt = torch.optim.AdamW(param_groups(model, oc.weight_decay), lr=lr, betas=(oc.beta1, oc.beta2))
+    opt = adamw(param_groups(model, oc.weight_decay), lr, (oc.beta1, oc.beta2))
     ckpt_dir, key = Path(job.ckpt_dir), _run_key(cfg, stats, job.seed)
     if rank == 0:
         ckpt.retire_stale(ckpt_dir, key, oc.steps)

@@ -33,10 +33,12 @@ from maetok.train import checkpoint as ckpt
 from maetok.train.utils import (
     NonFiniteLossError,
     StopFlag,
+    adamw,
     any_rank,
     autocast,
     check_finite,
     cleanup_distributed,
+    clip_grad_norm,
     ema_decay_at,
     index_stream,
     lr_at,
@@ -183,7 +185,7 @@ def train_step(model, ema, loss_fn, opt, opt_d, x, step, optim, stage_cfg, teach
     opt.zero_grad(set_to_none=True)
     terms["loss"].backward()
     if optim.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], optim.grad_clip)
+        clip_grad_norm(model.parameters(), optim.grad_clip)
     opt.step()
     update_ema(ema, getattr(model, "module", model), ema_decay_at(step, optim.ema_decay))
     if opt_d is not None and loss_fn.gan_active(step):
@@ -192,7 +194,7 @@ def train_step(model, ema, loss_fn, opt, opt_d, x, step, optim, stage_cfg, teach
         opt_d.zero_grad(set_to_none=True)
         d_terms["loss"].backward()
         if optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(loss_fn.discriminator.heads.parameters(), optim.grad_clip)
+            clip_grad_norm(loss_fn.discriminator.heads.parameters(), optim.grad_clip)
         opt_d.step()
         terms.update({f"disc_{k}": v for k, v in d_terms.items()})
     return {k: v.detach().float() for k, v in terms.items() if torch.is_tensor(v)}
@@ -248,10 +250,10 @@ def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) 
     ema = copy.deepcopy(model).requires_grad_(False)
     loss_fn = build_loss(cfg, job.aux_dir, stage).to(device)
     lr = optim.lr * (optim.batch_size / 256 if optim.lr_batch_scaling else 1.0)
-    opt = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=lr, betas=(optim.beta1, optim.beta2))
+    opt = adamw(param_groups(model, optim.weight_decay), lr, (optim.beta1, optim.beta2))
     disc = loss_fn.discriminator
-    opt_d = torch.optim.AdamW([p for p in disc.parameters() if p.requires_grad], lr=lr,
-                              betas=(optim.beta1, optim.beta2)) if disc is not None else None
+    opt_d = adamw([p for p in disc.parameters() if p.requires_grad], lr,
+                  (optim.beta1, optim.beta2)) if disc is not None else None
     modules = {"model": model, "ema": ema, "lecam": loss_fn.lecam, **({"disc": disc.heads} if disc is not None else {})}
     key = _run_key(cfg, stage, job)
     if rank == 0:

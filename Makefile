@@ -30,8 +30,10 @@ dataset:
 	  apt-get install -y -q dataset-fashion-mnist >/dev/null || \
 	  (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null) || true; fi
 
+# profiles/laptop: one thread a job, jobs side by side (more done on a wide DAG than
+# two-thread jobs one at a time).
 reproduce: bootstrap dataset
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --profile profiles/laptop --cores $(CORES)
 
 test: bootstrap dataset
 	$(BIN)/python -m pytest

@@ -1,0 +1,71 @@
+"""Per-rule wall times from Snakemake's `benchmark:` files (the numbers the README quotes).
+
+    .venv/bin/python bench/rule_times.py [--scale tiny] [--since "2026-11-29 20:37"] [--markdown]
+
+Reads benchmarks/<scale>/<rule>/**.tsv (one file per job, written by Snakemake when the job
+ends) and prints, per rule, the number of jobs, the min / mean / max wall seconds and their
+sum, then the total. `--since` keeps only files written after that time (one run's jobs).
+The sum is serial job time: with one-thread jobs side by side (profiles/laptop), the wall
+time of the run is shorter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from datetime import datetime
+from pathlib import Path
+
+
+def read_times(root: Path, since: float = 0.0) -> dict[str, list[tuple[str, float]]]:
+    """{rule: [(job, wall seconds), ...]} of the benchmark files under `root` written after `since`."""
+    times: dict[str, list[tuple[str, float]]] = {}
+    for path in sorted(root.rglob("*.tsv")):
+        if path.stat().st_mtime < since:
+            continue
+        with path.open() as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        if not rows:
+            continue
+        rule = path.relative_to(root).parts[0]
+        job = str(path.relative_to(root / rule).with_suffix(""))
+        times.setdefault(rule, []).append((job, float(rows[-1]["s"])))
+    return times
+
+
+def table(times: dict[str, list[tuple[str, float]]], markdown: bool = False) -> str:
+    header = ("rule", "jobs", "min s", "mean s", "max s", "sum min")
+    rows = []
+    for rule, jobs in sorted(times.items(), key=lambda kv: -sum(s for _, s in kv[1])):
+        secs = [s for _, s in jobs]
+        rows.append((rule, str(len(secs)), f"{min(secs):.0f}", f"{sum(secs) / len(secs):.0f}", f"{max(secs):.0f}",
+                     f"{sum(secs) / 60:.1f}"))
+    total = sum(s for jobs in times.values() for _, s in jobs)
+    rows.append(("total", str(sum(len(j) for j in times.values())), "", "", "", f"{total / 60:.1f}"))
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                     for r in (header, *rows))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", default="tiny")
+    parser.add_argument("--root", default="benchmarks", help="Snakemake benchmark directory (default: benchmarks)")
+    parser.add_argument("--since", default="", help='only files written after this local time, "YYYY-MM-DD HH:MM"')
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    root = Path(args.root) / args.scale
+    if not root.is_dir():
+        raise SystemExit(f"no benchmark files: {root} does not exist (run the pipeline first)")
+    since = datetime.strptime(args.since, "%Y-%m-%d %H:%M").timestamp() if args.since else 0.0
+    times = read_times(root, since)
+    if not times:
+        raise SystemExit(f"no benchmark files under {root}" + (f" written after {args.since}" if since else ""))
+    print(table(times, args.markdown))
+
+
+if __name__ == "__main__":
+    main()

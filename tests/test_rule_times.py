@@ -1,0 +1,40 @@
+"""bench/rule_times.py reads Snakemake benchmark files into per-rule wall times."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "rule_times.py"
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("rule_times", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(path: Path, seconds: float, mtime: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + f"{seconds}\t0:00:00\t1\t1\t1\t1\t0\t0\t90\t{seconds}\n")
+    os.utime(path, (mtime, mtime))
+
+
+def test_per_rule_times_and_since_filter(tmp_path):
+    rt = _module()
+    _write(tmp_path / "train_tokenizer" / "ae.tsv", 200.0, 1000)
+    _write(tmp_path / "train_tokenizer" / "vae.tsv", 300.0, 2000)
+    _write(tmp_path / "eval_generation" / "ae" / "sit_l" / "nocfg.tsv", 20.0, 2000)
+    times = rt.read_times(tmp_path)
+    assert times == {"train_tokenizer": [("ae", 200.0), ("vae", 300.0)],
+                     "eval_generation": [("ae/sit_l/nocfg", 20.0)]}
+    assert rt.read_times(tmp_path, since=1500) == {"train_tokenizer": [("vae", 300.0)],
+                                                   "eval_generation": [("ae/sit_l/nocfg", 20.0)]}
+    text = rt.table(times)
+    first, total = text.splitlines()[1], text.splitlines()[-1]
+    assert first.split() == ["train_tokenizer", "2", "200", "250", "300", "8.3"]  # largest total first
+    assert total.split() == ["total", "3", "8.7"]
+    assert rt.table(times, markdown=True).startswith("| rule | jobs |")

@@ -198,9 +198,10 @@ class Attention(nn.Module):
     def forward(self, x, rope=None):
         """x: (B, T, D); rope: (cos, sin) broadcastable to (B, heads, T, head_dim // 2) or None."""
         B, T, D = x.shape
-        q, k, v = self.qkv(x).reshape(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, h, T, d)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # (3, B, h, T, d)
+        q, k, v = qkv
+        if rope is not None:  # q and k rotated together: half the (overhead-bound, at tiny scale) kernels
+            q, k = apply_rope(qkv[:2], *rope)
         x = sdpa(q, k, v) if self.use_sdpa else explicit_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, T, D))
 

@@ -13,9 +13,9 @@ ANALYSIS = f"{RESULTS}/analysis/{{tok}}"
 
 # Fig. 5b: (tokenizer, step, eval JSON) for each tokenizer and each kept EMA step of the
 # generator; the last step's EMA is the final generator, so that point is its nocfg.json.
-_FINAL_STEP = PARAMS.generator(FIGURE_GEN).optim.steps
+_FINAL_STEP = generator_config(FIGURE_GEN).optim.steps
 FIG5B = [(t, s, f"{RESULTS}/generator/{t}/{FIGURE_GEN}/{'nocfg' if s == _FINAL_STEP else f'step{s}_nocfg'}.json")
-         for t in FIGURES["fig5b"] for s in PARAMS.generator(FIGURE_GEN).eval_steps]
+         for t in FIGURES["fig5b"] for s in generator_config(FIGURE_GEN).eval_steps]
 
 rule fit_gmm:
     input:

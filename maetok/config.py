@@ -283,6 +283,15 @@ class StandinsConfig:
 
 
 @dataclass(frozen=True)
+class CfgSweepConfig:
+    num_samples: int = doc("Samples per point of the CFG scale/interval sweep (paper Table 12 caption: 10,000); "
+                           "the sweep's points are the rows of Table 12, sampled as `sampling` otherwise says.")
+
+    def check(self, path: str) -> None:
+        _positive(self, path, "num_samples")
+
+
+@dataclass(frozen=True)
 class AnalysisConfig:
     gmm_components: list[int] = doc("Numbers of GMM components (paper App. B.3: 50, 100, 200).")
     gmm_covariance: Literal["diag", "full"] = doc("GMM covariance type.")
@@ -300,16 +309,19 @@ class ScaleConfig:
     tokenizer: TokenizerConfig = doc("Base tokenizer settings; variants override them.")
     generator: GeneratorConfig = doc("Base generator settings; variants override them.")
     sampling: SamplingConfig = doc("Sampling for generation metrics.")
+    cfg_sweep: CfgSweepConfig = doc("The CFG scale/interval sweep of Table 12.")
     evaluation: EvaluationConfig = doc("Reconstruction and generation metrics.")
     standins: StandinsConfig = doc("Stand-in networks trained at tiny scale (ignored at paper scale).")
     analysis: AnalysisConfig = doc("Latent-space analyses: GMM, linear probe, UMAP.")
 
     def check(self, path: str) -> None:
-        n, classes = self.sampling.num_samples, self.data.num_classes
-        if n % classes:
-            raise ConfigError(f"{_at(path, 'sampling.num_samples')}: {n} is not divisible by "
-                              f"{_at(path, 'data.num_classes')} = {classes}, so the class-balanced labels of the "
-                              f"samples cannot be balanced: use a multiple of {classes}")
+        classes = self.data.num_classes
+        for key, n in (("sampling.num_samples", self.sampling.num_samples),
+                       ("cfg_sweep.num_samples", self.cfg_sweep.num_samples)):
+            if n % classes:
+                raise ConfigError(f"{_at(path, key)}: {n} is not divisible by "
+                                  f"{_at(path, 'data.num_classes')} = {classes}, so the class-balanced labels of the "
+                                  f"samples cannot be balanced: use a multiple of {classes}")
 
 
 @dataclass(frozen=True)

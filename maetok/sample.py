@@ -1,9 +1,11 @@
 """Sampling a trained generator for gFID (paper §4.1, App. C.2; official `generate_sit.py`, spec §5.5).
 
-Euler ODE or Euler-Maruyama SDE per `SamplingConfig`; "cfg" guidance applies the CFG
-scale on the interval [cfg_interval_low, cfg_interval_high] (t = 1 noise), "nocfg" uses
-the conditional model alone. Labels are exactly class-balanced (sample i has class
-i % C; the official script draws them at random). All noise is keyed by the global
+Euler ODE or Euler-Maruyama SDE per `SamplingConfig`. Guidance names (`parse_guidance`):
+"cfg" applies the configured CFG scale on [cfg_interval_low, cfg_interval_high] (t = 1 noise),
+"nocfg" uses the conditional model alone, and "cfg<scale>_<low>-<high>" (e.g. "cfg1.9_0-0.75")
+is one point of the paper's Table 12 sweep (the workflow gives those jobs
+`cfg_sweep.num_samples`). Labels are exactly class-balanced (sample i has class i % C;
+the official script draws them at random). All noise is keyed by the global
 sample index (`IndexedNoise`), so any shard [start, end) regenerates the same samples.
 Latents are un-normalised with the cache's statistics and decoded by the tokenizer;
 images are clamped to [-1, 1] and mapped to uint8 by round((x + 1) * 127.5), the inverse
@@ -13,7 +15,9 @@ of the data loader's scaling.
 from __future__ import annotations
 
 import functools
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,37 @@ from maetok.utils.images import save_grid, to_uint8
 from maetok.utils.io import atomic_path, sha256_file
 
 GUIDANCE = ("nocfg", "cfg")
+SWEEP_NAME = re.compile(r"cfg(?P<scale>\d+(?:\.\d+)?)_(?P<low>\d+(?:\.\d+)?)-(?P<high>\d+(?:\.\d+)?)")
+
+
+@dataclass(frozen=True)
+class Guidance:
+    scale: float                    # 1.0: no guidance
+    interval: tuple[float, float]   # t in [low, high] is guided
+
+
+def check_guidance(name: str) -> str:
+    """`name` if it is a guidance name (see `parse_guidance`), else a ValueError saying what is valid."""
+    if name in GUIDANCE:
+        return name
+    m = SWEEP_NAME.fullmatch(name)
+    if m is None:
+        raise ValueError(f"guidance must be 'nocfg', 'cfg' or 'cfg<scale>_<low>-<high>' (e.g. 'cfg1.9_0-0.75'), "
+                         f"got {name!r}")
+    if not float(m["low"]) <= float(m["high"]) <= 1.0:
+        raise ValueError(f"guidance {name!r}: the interval needs 0 <= low <= high <= 1")
+    return name
+
+
+def parse_guidance(name: str, cfg: C.SamplingConfig) -> Guidance:
+    """The setting a guidance name stands for: "nocfg", "cfg" (the configured w/ CFG setting) or a
+    Table 12 sweep point "cfg<scale>_<low>-<high>" such as "cfg1.9_0-0.75"."""
+    if check_guidance(name) == "nocfg":
+        return Guidance(1.0, (0.0, 1.0))
+    if name == "cfg":
+        return Guidance(cfg.cfg_scale, (cfg.cfg_interval_low, cfg.cfg_interval_high))
+    m = SWEEP_NAME.fullmatch(name)
+    return Guidance(float(m["scale"]), (float(m["low"]), float(m["high"])))
 
 
 def sample_latents(model, transport, idx: torch.Tensor, y: torch.Tensor, seed: int, sampler: str, num_steps: int,
@@ -89,16 +124,16 @@ def sample_generator(cfg: C.SamplingConfig, generator: str | Path, latents: str 
                      out: str | Path, guidance: str, seed: int = 0, grid: str | Path | None = None,
                      start: int = 0, end: int | None = None, device: str | torch.device | None = None,
                      progress: bool = True) -> dict:
-    """Samples [start, end) (default: all cfg.num_samples) -> `out` .npz with images (N, H, W, 3) uint8,
-    labels (N,) int64 (the null class C for unconditional models) and indices (N,); returns a summary."""
-    if guidance not in GUIDANCE:
-        raise ValueError(f"guidance must be one of {GUIDANCE}, got {guidance!r}")
+    """Samples [start, end) (default: all cfg.num_samples; `guidance`: see `parse_guidance`) -> `out` .npz
+    with images (N, H, W, 3) uint8, labels (N,) int64 (the null class C for unconditional models) and
+    indices (N,); returns a summary."""
+    setting = parse_guidance(guidance, cfg)
     t0 = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, gcfg, info = load_generator(generator, device)
     stats = LatentStats.load(latents)
     check_pairing(info, stats, tokenizer, generator, gcfg.size)
-    if guidance == "cfg" and not gcfg.transport.conditional:
+    if setting.scale != 1.0 and not gcfg.transport.conditional:
         raise C.ConfigError(f"{generator} is unconditional; classifier-free guidance needs a conditional model "
                          "(use guidance 'nocfg')")
     tok, _, _ = latent_cache.load_tokenizer(tokenizer, device)
@@ -106,17 +141,17 @@ def sample_generator(cfg: C.SamplingConfig, generator: str | Path, latents: str 
     end = cfg.num_samples if end is None else end
     C_ = info["num_classes"]
     if gcfg.transport.conditional and cfg.num_samples % C_:
-        raise C.ConfigError(f"sampling.num_samples = {cfg.num_samples} is not divisible by the {C_} classes, so the "
-                         "class-balanced labels would not be balanced: set `sampling.num_samples` in params.yaml "
+        key = "sampling.num_samples" if guidance in GUIDANCE else "cfg_sweep.num_samples"
+        raise C.ConfigError(f"{key} = {cfg.num_samples} is not divisible by the {C_} classes, so the "
+                         f"class-balanced labels would not be balanced: set `{key}` in params.yaml "
                          "to a multiple of the number of classes")
     labels_all = balanced_labels(end, C_) if gcfg.transport.conditional else null_labels(end, C_)
-    cfg_scale = cfg.cfg_scale if guidance == "cfg" else 1.0
     images, labels = [], []
     for a in tqdm(range(start, end, cfg.batch_size), disable=not progress, desc=f"sample {guidance}", mininterval=10):
         idx = torch.arange(a, min(a + cfg.batch_size, end))
         y = labels_all[idx]
-        x0 = sample_latents(model, transport, idx, y, seed, cfg.sampler, cfg.num_steps, cfg.sde_t_last, cfg_scale,
-                            (cfg.cfg_interval_low, cfg.cfg_interval_high), device, cfg.bf16)
+        x0 = sample_latents(model, transport, idx, y, seed, cfg.sampler, cfg.num_steps, cfg.sde_t_last, setting.scale,
+                            setting.interval, device, cfg.bf16)
         with torch.no_grad():
             x = tok.decode(stats.denormalize(x0, gcfg.latent_norm))
         images.append(to_uint8(x).permute(0, 2, 3, 1).cpu())
@@ -128,7 +163,8 @@ def sample_generator(cfg: C.SamplingConfig, generator: str | Path, latents: str 
     if grid:
         save_class_grid(images_np, labels_np, C_, grid)
     return {"num_samples": end - start, "start": start, "guidance": guidance, "sampler": cfg.sampler,
-            "num_steps": cfg.num_steps, "cfg_scale": cfg_scale, "seconds": round(time.perf_counter() - t0, 1)}
+            "num_steps": cfg.num_steps, "cfg_scale": setting.scale, "cfg_interval": list(setting.interval),
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def preview_grid(model, gcfg: C.GeneratorConfig, stats: LatentStats, tokenizer: str | Path, out: str | Path,

@@ -234,6 +234,18 @@ def test_missing_latents_via_cli_exits_2_naming_stats_json(tmp_path, capsys):
     assert f"{tmp_path / 'nolatents' / 'stats.json'} not found" in err and "rule cache_latents" in err
 
 
+@pytest.mark.parametrize("guidance, message", [
+    ("cfg2", "guidance must be 'nocfg', 'cfg' or 'cfg<scale>_<low>-<high>'"),
+    ("cfg1.9_0.8-0.6", "guidance 'cfg1.9_0.8-0.6': the interval needs 0 <= low <= high <= 1"),
+])
+def test_bad_guidance_name_exits_2_saying_what_is_valid(tmp_path, capsys, guidance, message):
+    with pytest.raises(SystemExit) as e:
+        main(["sample-generator", "--generator", "g", "--latents", "l", "--tokenizer", "t",
+              "--guidance", guidance, "--out", str(tmp_path / "s.npz")])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "s.npz").exists()
+
+
 # --------------------------------------------------------------------------- generator vs latents
 def _saved_generator(tmp_path: Path, latent_cache, num_tokens: int, sha: str) -> tuple[Path, C.GeneratorConfig]:
     """An untrained SiT-T/1 saved as train_generator saves its EMA, for latents (num_tokens, 4)."""

@@ -1,4 +1,4 @@
-"""Sampling: shard determinism, class balance, the .npz layout, tokenizer pairing checks."""
+"""Sampling: shard determinism, class balance, the .npz layout, tokenizer pairing checks, guidance names."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from maetok import config as C
 from maetok import latents
 from maetok.latents import LatentCacheError
-from maetok.sample import sample_generator
+from maetok.sample import Guidance, parse_guidance, sample_generator
 from maetok.train.generator import GeneratorJob, train_generator
 from maetok.utils.io import sha256_file
 
@@ -112,3 +112,27 @@ def test_cfg_interval_outside_unit_range_is_rejected():
     bad = {**C.to_dict(C.load_params().scales["tiny"].sampling), "cfg_interval_high": 1.5}
     with pytest.raises(C.ConfigError, match="cfg_interval_high"):
         C.from_dict(C.SamplingConfig, bad, "sampling")
+
+
+def test_guidance_names():
+    s = sampling()  # tiny: cfg_scale 1.9 on [0, 0.75]
+    assert parse_guidance("nocfg", s).scale == 1.0
+    assert parse_guidance("cfg", s) == Guidance(1.9, (0.0, 0.75))
+    assert parse_guidance("cfg1.8_0.125-0.8", s) == Guidance(1.8, (0.125, 0.8))
+    assert parse_guidance("cfg2_0-1", s) == Guidance(2.0, (0.0, 1.0))
+    for bad, message in (("cfg1.9", "cfg<scale>_<low>-<high>"), ("cfg1.9_0-0.75x", "got"),
+                         ("cfg1.9_0.8-0.7", "low <= high"), ("cfg1.9_0-1.5", "low <= high")):
+        with pytest.raises(ValueError, match=message):
+            parse_guidance(bad, s)
+
+
+def test_sweep_point_samples_its_own_cfg_setting(trained, tmp_path):
+    """A Table 12 point at the configured setting reproduces `cfg` exactly; another scale differs."""
+    tok, lat, gen = trained
+    out = {name: tmp_path / f"{name}.npz" for name in ("cfg", "cfg1.9_0-0.75", "cfg4_0-1")}
+    for name, path in out.items():
+        summary = sample_generator(sampling(), gen, lat, tok, path, name, seed=1, progress=False)
+    assert summary["cfg_scale"] == 4.0 and summary["cfg_interval"] == [0.0, 1.0]
+    images = {name: np.load(path)["images"] for name, path in out.items()}
+    assert np.array_equal(images["cfg"], images["cfg1.9_0-0.75"])
+    assert not np.array_equal(images["cfg"], images["cfg4_0-1"])

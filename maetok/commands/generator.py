@@ -7,6 +7,7 @@ param) or, when run by hand, reads it from params.yaml (`--params`, `--scale`, a
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from maetok import config as C
@@ -38,6 +39,15 @@ def cmd_train_generator(args) -> int:
     metrics = train_generator(cfg, job)
     print(f"train-generator: {metrics} in {time.perf_counter() - t0:.1f} s")
     return 3 if "stopped" in metrics else 0
+
+
+def _guidance(name: str) -> str:
+    from maetok.sample import check_guidance
+
+    try:
+        return check_guidance(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_sample_generator(args) -> int:
@@ -100,7 +110,9 @@ def register(sub) -> None:
     p.add_argument("--generator", required=True, help="generator EMA weights (.safetensors)")
     p.add_argument("--latents", required=True, help="latent cache the generator was trained on (statistics)")
     p.add_argument("--tokenizer", required=True, help="tokenizer weights, to decode")
-    p.add_argument("--guidance", required=True, choices=("nocfg", "cfg"), help="classifier-free guidance or none")
+    p.add_argument("--guidance", required=True, type=_guidance,
+                   help="'nocfg', 'cfg' (sampling.cfg_scale on its interval) or a Table 12 sweep point "
+                   "'cfg<scale>_<low>-<high>', e.g. 'cfg1.9_0-0.75'")
     p.add_argument("--out", required=True, help="output .npz (images (N, H, W, 3) uint8, labels, indices)")
     p.add_argument("--grid", help="output PNG grid, one row per class (optional)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")

@@ -11,7 +11,7 @@ the metrics JSONs of the pipeline (the source of truth for tables), found under 
 Every paper row appears once in the output with a `source`: `ours` (our run beside the
 paper's row), `cited` (a result the paper cites from other work: kept as printed, never
 recomputed), or `paper` (the paper's own result that this pipeline does not reproduce,
-e.g. 512x512 runs or the CFG sweep).
+e.g. 512x512 runs).
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from maetok.utils.io import write_text
 
 SPEC_PATH = Path(__file__).resolve().parent / "table_specs.yaml"
 JSON_FILES = {"recon": "tokenizer/{tok}/recon.json", "nocfg": "generator/{tok}/{gen}/nocfg.json",
-              "cfg": "generator/{tok}/{gen}/cfg.json"}
-JSON_RULES = {"recon": "eval_reconstruction", "nocfg": "eval_generation", "cfg": "eval_generation"}
+              "cfg": "generator/{tok}/{gen}/cfg.json", "guided": "generator/{tok}/{gen}/{guidance}.json"}
+JSON_RULES = {"recon": "eval_reconstruction", "nocfg": "eval_generation", "cfg": "eval_generation",
+              "guided": "eval_generation"}
 SOURCES = ("ours", "cited", "paper")
 
 
@@ -50,6 +51,7 @@ class OurRow:
     tokenizer: str
     generator: str | None
     paper_row: int
+    guidance: str = ""                 # the CFG setting of `guided.*` metrics, e.g. "cfg1.9_0-0.75"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Part:
     label: str                         # str.format template over the paper CSV row
     keep: tuple[str, ...]
     metrics: dict[str, str | None]     # our column -> "<json>.<key path>" (None: not reproduced)
+    guidance: str                      # template over the paper CSV row naming the CFG setting of `guided.*`
     ours: tuple[OurRow, ...]
     paper_rows: frozenset[int]         # the paper's own rows that we do not reproduce
     notes: tuple[str, ...]
@@ -92,12 +95,14 @@ class TableSpec:
 def _part(table: str, name: str, raw: dict, defaults: dict) -> Part:
     where = f"{SPEC_PATH.name}: {table}" + (f" part {name}" if name else "")
     raw = {**defaults, **raw}
-    unknown = set(raw) - {"title", "paper_csv", "label", "keep", "generator", "metrics", "ours", "paper_rows", "notes"}
+    unknown = set(raw) - {"title", "paper_csv", "label", "keep", "generator", "guidance", "metrics", "ours",
+                          "paper_rows", "notes"}
     if unknown:
         raise ReportError(f"{where}: unknown keys {sorted(unknown)}")
     csv_name = raw["paper_csv"]
     columns = paper_columns(csv_name)
-    rows = {int(r["row"]) for r in read_paper_table(csv_name)}
+    paper = {int(r["row"]): r for r in read_paper_table(csv_name)}
+    rows = set(paper)
     metrics = dict(raw["metrics"])
     for col, src in metrics.items():
         if col not in columns:
@@ -108,11 +113,21 @@ def _part(table: str, name: str, raw: dict, defaults: dict) -> Part:
         if k not in columns:
             raise ReportError(f"{where}: keep column {k!r} is not a column of {csv_name}")
     needs_gen = any(s and s.split(".")[0] != "recon" for s in metrics.values())
+    guided = any(s and s.split(".")[0] == "guided" for s in metrics.values())
+    if guided and not raw.get("guidance"):
+        raise ReportError(f"{where}: `guided.*` metrics need a `guidance` template, e.g. "
+                          "\"cfg{cfg_scale}_{cfg_interval_low}-{cfg_interval_high}\"")
     ours = []
     for r in raw.get("ours") or []:
-        row = OurRow(r["tokenizer"], r.get("generator", raw.get("generator")), int(r["paper_row"]))
-        if row.paper_row not in rows:
-            raise ReportError(f"{where}: {csv_name} has no row {row.paper_row}")
+        n = int(r["paper_row"])
+        if n not in rows:
+            raise ReportError(f"{where}: {csv_name} has no row {n}")
+        try:
+            guidance = raw["guidance"].format(**paper[n]) if guided else ""
+        except KeyError as e:
+            raise ReportError(f"{where}: guidance template {raw['guidance']!r} names {e}, not a column of "
+                              f"{csv_name}") from None
+        row = OurRow(r["tokenizer"], r.get("generator", raw.get("generator")), n, guidance)
         if needs_gen and not row.generator:
             raise ReportError(f"{where}: row {row.paper_row} needs a generator (its metrics include generation)")
         ours.append(row)
@@ -123,8 +138,8 @@ def _part(table: str, name: str, raw: dict, defaults: dict) -> Part:
     own = rows if own == "all" else {int(x) for x in own}
     if own - rows or own & set(matched):
         raise ReportError(f"{where}: paper_rows {sorted(own)} must be rows of {csv_name} without a row of ours")
-    return Part(name, raw.get("title", ""), csv_name, raw["label"], tuple(raw.get("keep", [])), metrics, tuple(ours),
-                frozenset(own), tuple(raw.get("notes", [])))
+    return Part(name, raw.get("title", ""), csv_name, raw["label"], tuple(raw.get("keep", [])), metrics,
+                raw.get("guidance", ""), tuple(ours), frozenset(own), tuple(raw.get("notes", [])))
 
 
 @functools.cache
@@ -156,13 +171,13 @@ def get_spec(table: str) -> TableSpec:
 
 
 # --------------------------------------------------------------------------- inputs
-def metric_json(results: str | Path, kind: str, tok: str, gen: str | None) -> str:
-    return f"{results}/{JSON_FILES[kind].format(tok=tok, gen=gen)}"
+def metric_json(results: str | Path, kind: str, tok: str, gen: str | None, guidance: str = "") -> str:
+    return f"{results}/{JSON_FILES[kind].format(tok=tok, gen=gen, guidance=guidance)}"
 
 
 def _row_jsons(part: Part, row: OurRow, results: str | Path) -> dict[str, str]:
     kinds = dict.fromkeys(src.split(".")[0] for src in part.metrics.values() if src)
-    return {k: metric_json(results, k, row.tokenizer, row.generator) for k in kinds}
+    return {k: metric_json(results, k, row.tokenizer, row.generator, row.guidance) for k in kinds}
 
 
 def inputs_for(table: str, scale: str, results: str | Path | None = None) -> list[str]:
@@ -220,7 +235,7 @@ def collect_rows(table: str, results: str | Path, scale: str) -> list[dict[str, 
                     if src:
                         kind, key = src.split(".", 1)
                         row[col] = _fmt_ours(_lookup(loaded[kind], key, jsons[kind], table))
-                uses_gen = [k for k in jsons if k != "recon"]
+                uses_gen = [r.guidance if k == "guided" else k for k in jsons if k != "recon"]
                 row |= {"tokenizer": r.tokenizer, "generator": r.generator if uses_gen else "",
                         "guidance": "+".join(uses_gen), "source": "ours"}
             else:
@@ -259,6 +274,7 @@ def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     uses_ood = any(s.startswith("recon.ood.") for s in sources)
     uses_is = any(s.endswith(".is") for s in sources)
     uses_cfg = any(s.startswith("cfg.") for s in sources)
+    uses_sweep = any(s.startswith("guided.") for s in sources)
     uses_pr = any(s.endswith((".precision", ".recall")) for s in sources)
     notes = []
     if (a.data.dataset, a.data.image_size) != (p.data.dataset, p.data.image_size):
@@ -298,10 +314,12 @@ def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     if uses_recon and ea.num_recon != ep.num_recon:
         notes.append(f"rFID/PSNR/SSIM on {ea.num_recon:,} validation images (paper {ep.num_recon:,}).")
     sa, sp = a.sampling, p.sampling
-    if uses_gen and (sa.num_samples, sa.num_steps) != (sp.num_samples, sp.num_steps):
+    counts = (a.cfg_sweep.num_samples, p.cfg_sweep.num_samples) if uses_sweep else (sa.num_samples, sp.num_samples)
+    if uses_gen and (counts[0], sa.num_steps) != (counts[1], sp.num_steps):
         cfg = (f"; w/ CFG: scale {sa.cfg_scale} on [{sa.cfg_interval_low}, {sa.cfg_interval_high}] (paper "
                f"{sp.cfg_scale} on [{sp.cfg_interval_low}, {sp.cfg_interval_high}])" if uses_cfg else "")
-        notes.append(f"gFID from {sa.num_samples:,} generated samples instead of {sp.num_samples:,}; "
+        per = " per CFG setting" if uses_sweep else ""
+        notes.append(f"gFID from {counts[0]:,} generated samples{per} instead of {counts[1]:,}; "
                      f"{sa.num_steps} sampling steps (paper {sp.num_steps}){cfg}.")
     if uses_ood and ea.ood_dataset != ep.ood_dataset:
         notes.append(f"COCO columns: out-of-domain reconstruction on {OOD_NAMES.get(ea.ood_dataset, ea.ood_dataset)}"

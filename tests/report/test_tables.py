@@ -55,8 +55,27 @@ def test_inputs_for_table1_lists_exactly_the_expected_jsons():
 def test_inputs_for_follows_scale_and_skips_unreproduced_tables():
     assert all(p.startswith("results/paper/") for p in tables.inputs_for("table4", "paper"))
     assert tables.inputs_for("table4", "tiny") == ["results/tiny/tokenizer/maetok_main/recon.json"]
-    for t in ("table3", "table11", "table12"):
+    for t in ("table3", "table11"):
         assert tables.inputs_for(t, "tiny") == []
+
+
+def test_table12_rows_sample_the_rows_cfg_setting():
+    got = tables.inputs_for("table12", "tiny")
+    assert len(got) == 12 and got[0] == "results/tiny/generator/maetok_main/sit_xl/cfg1.7_0-0.7.json"
+    assert "results/tiny/generator/maetok_main/sit_xl/cfg1.8_0.125-0.8.json" in got
+    assert "results/tiny/generator/maetok_main/sit_xl/cfg1.9_0-0.75.json" in got
+
+
+def test_table12_built_from_the_sweep(tmp_path, params):
+    res = fake_results(tmp_path / "results", "table12")
+    out_csv, out_md = tmp_path / "t" / "table12.csv", tmp_path / "t" / "table12.md"
+    rows = tables.make_table("table12", res, "tiny", out_csv, out_md, params)
+    assert [r["source"] for r in rows] == ["ours"] * 12
+    assert [r["guidance"] for r in rows][:2] == ["cfg1.7_0-0.7", "cfg1.8_0-0.7"]
+    assert [float(r["gfid"]) for r in rows] == [100.0 + i for i in range(12)]  # row i reads its own JSON
+    assert rows[5]["gfid_paper"] == "4.92" and rows[5]["label"] == "scale 1.9 on [0, 0.75]"
+    md = out_md.read_text()
+    assert "5,000 generated samples per CFG setting instead of 10,000" in md
 
 
 def test_table1_rows_and_columns(tmp_path, params):

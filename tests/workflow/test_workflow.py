@@ -3,6 +3,7 @@ and stops on bad params before any job with a message naming the key path."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,19 @@ def test_bad_params_stop_before_any_job(repo, tmp_path, override, message):
     assert r.returncode != 0
     assert message in r.stdout + r.stderr
     assert "Job stats" not in r.stdout
+
+
+def test_table12_samples_each_cfg_setting_with_the_sweep_count(repo, tmp_path):
+    """Table 12: one sampling job per CFG setting of the paper's sweep, each given
+    `cfg_sweep.num_samples` (the main `cfg` sampling keeps `sampling.num_samples`)."""
+    override = tmp_path / "sweep.yaml"
+    override.write_text("scales:\n  tiny:\n    cfg_sweep:\n      num_samples: 1230\n")
+    r = snakemake(repo, "tables/table12.csv", "tables/table2.csv", "-n", "-p", "--forceall",
+                  "--configfile", str(override))
+    assert r.returncode == 0, r.stderr[-3000:]
+    commands = [line for line in r.stdout.splitlines() if "maetok sample-generator" in line]
+    sweep = [c for c in commands if re.search(r"--guidance cfg\d", c)]
+    assert len(sweep) == 12 and any("--guidance cfg1.8_0.125-0.8 " in c for c in sweep)
+    assert all('"num_samples": 1230' in c for c in sweep)
+    main = [c for c in commands if "--guidance cfg " in c]
+    assert main and all('"num_samples": 5000' in c for c in main)

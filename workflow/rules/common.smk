@@ -50,12 +50,25 @@ def launcher(wildcards, resources):
     gpus = int(resources.get("gpu", 0))
     return "maetok" if gpus == 0 else f"torchrun --standalone --nproc_per_node={gpus} -m maetok"
 GENERATORS = list(PARAMS.generator_variants)
+# `nocfg`, `cfg` (sampling.cfg_scale on its interval) or a Table 12 sweep point such as
+# `cfg1.9_0-0.75` (scale 1.9 on [0, 0.75]; maetok/sample.py: parse_guidance).
+SWEEP_GUIDANCE = r"cfg\d+(?:\.\d+)?_\d+(?:\.\d+)?-\d+(?:\.\d+)?"
+GUIDANCE = rf"nocfg|cfg|{SWEEP_GUIDANCE}"
 
 
 wildcard_constraints:
     tok="|".join(re.escape(v) for v in TOKENIZERS),
     gen="|".join(re.escape(v) for v in GENERATORS),
-    guidance="nocfg|cfg",
+    guidance=GUIDANCE,
+
+
+def sampling_json(wildcards):
+    """The sampling config of one guidance setting: a Table 12 sweep point takes its sample count
+    from `cfg_sweep`, so editing the sweep reruns only the sweep's jobs."""
+    s = PARAMS.active.sampling
+    if re.fullmatch(SWEEP_GUIDANCE, wildcards.guidance):
+        s = C.dataclasses.replace(s, num_samples=PARAMS.active.cfg_sweep.num_samples)
+    return cfg_json(s)
 
 
 def cfg_json(*blocks, **named):

@@ -68,7 +68,7 @@ rule sample_generator:
         npz=f"{SAMPLES}/{{guidance}}.npz",
         grid=f"{SAMPLES}/{{guidance}}.png",
     params:
-        cfg=cfg_json(PARAMS.active.sampling),
+        cfg=sampling_json,
         seed=PARAMS.seed,
     threads: JOB_THREADS
     log:
@@ -96,7 +96,7 @@ rule sample_generator_step:
     wildcard_constraints:
         step=r"\d+",
     params:
-        cfg=cfg_json(PARAMS.active.sampling),
+        cfg=sampling_json,
         seed=PARAMS.seed,
     threads: JOB_THREADS
     log:
@@ -113,7 +113,8 @@ rule sample_generator_step:
         "--tokenizer {input.tokenizer} --out {output.npz} > {log} 2>&1"
 
 
-# {name} is `nocfg`, `cfg` (final EMA) or `step<N>_<guidance>` (Fig. 5b).
+# {name} is a guidance of the final EMA (`nocfg`, `cfg` or a Table 12 sweep point such as
+# `cfg1.9_0-0.75`) or `step<N>_<guidance>` (Fig. 5b).
 rule eval_generation:
     input:
         samples=f"{SAMPLES}/{{name}}.npz",
@@ -122,7 +123,7 @@ rule eval_generation:
     output:
         f"{GEN}/{{name}}.json",
     wildcard_constraints:
-        name=r"(step\d+_)?(nocfg|cfg)",
+        name=rf"(step\d+_)?({GUIDANCE})",
     params:
         cfg=cfg_json(PARAMS.active.evaluation),
         seed=PARAMS.seed,

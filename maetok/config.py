@@ -333,7 +333,8 @@ class Params:
         "Named tokenizers: partial overrides of `scales.<scale>.tokenizer` (+ `by_scale.<scale>` overrides and "
         "a `description`).")
     generator_variants: dict[str, dict] = doc(
-        "Named generators: partial overrides of `scales.<scale>.generator` (+ `by_scale` and `description`).")
+        "Named generators: partial overrides of `scales.<scale>.generator` (+ `by_scale`, `description`, and "
+        "`sampling`: partial overrides of `scales.<scale>.sampling` for this generator's samples).")
 
     def check(self, path: str) -> None:
         if set(self.scales) != set(SCALES):
@@ -344,10 +345,26 @@ class Params:
                 self.tokenizer(name, scale)
             for name in self.generator_variants:
                 self.generator(name, scale)
+                self.sampling(name, scale)
 
     def generator(self, variant: str, scale: str | None = None) -> GeneratorConfig:
         """The merged config of generator `variant` at `scale` (default: the active one)."""
         return _merge_variant(self, "generator", self.generator_variants, GeneratorConfig, variant, scale)
+
+    def sampling(self, generator: str, scale: str | None = None) -> SamplingConfig:
+        """How generator variant `generator` is sampled at `scale`: `scales.<scale>.sampling` with the
+        variant's `sampling` overrides (e.g. LightningDiT's own CFG scale, paper App. C.2)."""
+        scale = scale or self.scale
+        raw = self.generator_variants.get(generator)
+        if raw is None:
+            raise ConfigError(f"unknown generator variant {generator!r}; defined in params.yaml "
+                              f"`generator_variants`: {', '.join(self.generator_variants)}")
+        by_scale = (raw.get("by_scale") or {}).get(scale) or {}
+        override = deep_merge(raw.get("sampling") or {}, by_scale.get("sampling") or {})
+        if not override:
+            return self.scales[scale].sampling
+        merged = deep_merge(to_dict(self.scales[scale].sampling), override)
+        return from_dict(SamplingConfig, merged, f"generator_variants.{generator}.sampling")
 
     def tokenizer(self, variant: str, scale: str | None = None) -> TokenizerConfig:
         """The merged config of tokenizer `variant` at `scale` (default: the active one)."""
@@ -359,6 +376,9 @@ class Params:
 
 
 VARIANT_EXTRA_KEYS = ("description", "by_scale")
+# Keys of a variant that are not part of its block's config: generator variants carry their
+# sampling overrides (Params.sampling), which must not change the generator's training config.
+VARIANT_SIDE_KEYS = {"tokenizer": (), "generator": ("sampling",)}
 
 
 def _merge_variant(params: Params, block: str, variants: dict, cls: type, name: str, scale: str | None):
@@ -366,12 +386,14 @@ def _merge_variant(params: Params, block: str, variants: dict, cls: type, name: 
     if name not in variants:
         raise ConfigError(f"unknown {block} variant {name!r}; defined in params.yaml `{block}_variants`: "
                           f"{', '.join(variants)}")
-    override = {k: v for k, v in variants[name].items() if k not in VARIANT_EXTRA_KEYS}
+    side = VARIANT_SIDE_KEYS[block]
+    override = {k: v for k, v in variants[name].items() if k not in VARIANT_EXTRA_KEYS + side}
     by_scale = variants[name].get("by_scale") or {}
     if not isinstance(by_scale, dict) or set(by_scale) - set(SCALES):
         raise ConfigError(f"{block}_variants.{name}.by_scale: keys must be among {list(SCALES)}")
     base = to_dict(getattr(params.scales[scale], block))
-    merged = deep_merge(deep_merge(base, override), by_scale.get(scale) or {})
+    at_scale = {k: v for k, v in (by_scale.get(scale) or {}).items() if k not in side}
+    merged = deep_merge(deep_merge(base, override), at_scale)
     return from_dict(cls, merged, f"{block}_variants.{name}" + (f" (at scale {scale})" if by_scale else ""))
 
 
@@ -554,10 +576,15 @@ def json_schema() -> dict:
         variant = _schema_for(cls, partial=True)
         variant["properties"]["description"] = {"description": "What this variant is and which tables use it.",
                                                 "type": "string"}
+        at_scale = _schema_for(cls, partial=True)
+        if block == "generator":
+            sampling = {"description": "Overrides of `scales.<scale>.sampling` for this generator's samples.",
+                        **_schema_for(SamplingConfig, partial=True)}
+            variant["properties"]["sampling"] = sampling
+            at_scale["properties"]["sampling"] = sampling
         variant["properties"]["by_scale"] = {
             "description": "Overrides that apply only at one scale.", "type": "object", "additionalProperties": False,
-            "properties": {s: {"description": f"Overrides at `{s}`.", **_schema_for(cls, partial=True)}
-                           for s in SCALES}}
+            "properties": {s: {"description": f"Overrides at `{s}`.", **at_scale} for s in SCALES}}
         schema["properties"][f"{block}_variants"]["additionalProperties"] = variant
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "MAETok reproduction params.yaml", **schema}

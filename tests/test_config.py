@@ -36,6 +36,10 @@ def test_params_yaml_loads_into_frozen_dataclasses(raw):
     (lambda d: d["scales"]["tiny"]["data"].update(dataset="cifar"), "scales.tiny.data.dataset: 'cifar' is not one of"),
     (lambda d: d["scales"]["tiny"]["data"].update(num_classes=0), "scales.tiny.data.num_classes: must be > 0"),
     (lambda d: d["scales"].pop("paper"), "scales: must define exactly ['tiny', 'paper']"),
+    (lambda d: d["generator_variants"]["sit_xl"].update(sampling={"cfg_scal": 2.0}),
+     "unknown key 'generator_variants.sit_xl.sampling.cfg_scal'"),
+    (lambda d: d["scales"]["tiny"]["cfg_sweep"].update(num_samples=1234),
+     "scales.tiny.cfg_sweep.num_samples: 1234 is not divisible"),
 ])
 def test_bad_params_name_the_key_path(raw, mutate, message):
     bad = copy.deepcopy(raw)
@@ -104,3 +108,19 @@ def test_deep_merge_overrides_leaves_and_keeps_the_rest():
     out = C.deep_merge(base, {"a": {"c": [9]}})
     assert out == {"a": {"b": 1, "c": [9]}, "d": 3}
     assert base["a"]["c"] == [1, 2]
+
+
+def test_generator_variant_sampling_overrides(raw):
+    """LightningDiT samples with its own CFG scale (paper App. C.2); the override stays out of the
+    generator's training config, and `by_scale` can override it at one scale."""
+    raw = copy.deepcopy(raw)
+    raw["generator_variants"]["sit_xl"]["by_scale"]["paper"]["sampling"] = {"cfg_interval_high": 0.7}
+    params = C.load_params(raw)
+    assert params.sampling("lightningdit").cfg_scale == 1.8 == params.sampling("lightningdit", "paper").cfg_scale
+    assert params.sampling("sit_l") == params.active.sampling
+    assert params.sampling("sit_xl", "tiny") == params.active.sampling
+    paper = params.sampling("sit_xl", "paper")
+    assert (paper.cfg_scale, paper.cfg_interval_high) == (1.9, 0.7)
+    assert "sampling" not in C.to_dict(params.generator("lightningdit"))
+    with pytest.raises(C.ConfigError, match="unknown generator variant 'dit'"):
+        params.sampling("dit")

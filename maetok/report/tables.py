@@ -259,6 +259,13 @@ DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST (grey, 28x28 zero-padded, repli
 OOD_NAMES = {"digits": "scikit-learn's 8x8 digits (upsampled)", "coco": "COCO val2017"}
 
 
+def cfg_setting(params: C.Params, gen: str, scale: str) -> str:
+    """"`gen` scale 1.9 on [0.0, 0.75] (paper ...)": the w/ CFG setting of a generator variant."""
+    a, p = params.sampling(gen, scale), params.sampling(gen, "paper")
+    return (f"`{gen}` scale {a.cfg_scale} on [{a.cfg_interval_low}, {a.cfg_interval_high}] (paper "
+            f"{p.cfg_scale} on [{p.cfg_interval_low}, {p.cfg_interval_high}])")
+
+
 def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     """Footnotes naming every stand-in of `scale` that this table's rows of ours depend on.
 
@@ -316,8 +323,7 @@ def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     sa, sp = a.sampling, p.sampling
     counts = (a.cfg_sweep.num_samples, p.cfg_sweep.num_samples) if uses_sweep else (sa.num_samples, sp.num_samples)
     if uses_gen and (counts[0], sa.num_steps) != (counts[1], sp.num_steps):
-        cfg = (f"; w/ CFG: scale {sa.cfg_scale} on [{sa.cfg_interval_low}, {sa.cfg_interval_high}] (paper "
-               f"{sp.cfg_scale} on [{sp.cfg_interval_low}, {sp.cfg_interval_high}])" if uses_cfg else "")
+        cfg = "; w/ CFG: " + ", ".join(cfg_setting(params, g, scale) for g in gens) if uses_cfg else ""
         per = " per CFG setting" if uses_sweep else ""
         notes.append(f"gFID from {counts[0]:,} generated samples{per} instead of {counts[1]:,}; "
                      f"{sa.num_steps} sampling steps (paper {sp.num_steps}){cfg}.")

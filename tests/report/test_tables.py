@@ -78,6 +78,12 @@ def test_table12_built_from_the_sweep(tmp_path, params):
     assert "5,000 generated samples per CFG setting instead of 10,000" in md
 
 
+def test_cfg_footnote_names_each_generators_setting(params):
+    notes = " ".join(tables.scale_notes(tables.get_spec("table2"), params, "tiny"))
+    assert "`lightningdit` scale 1.8 on [0.0, 0.75] (paper 1.8 on [0.0, 0.75])" in notes
+    assert "`sit_xl` scale 1.9 on [0.0, 0.75]" in notes
+
+
 def test_table1_rows_and_columns(tmp_path, params):
     res = fake_results(tmp_path / "results", "table1")
     out_csv, out_md = tmp_path / "t" / "table1.csv", tmp_path / "t" / "table1.md"

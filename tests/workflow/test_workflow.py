@@ -52,9 +52,10 @@ def test_bad_params_stop_before_any_job(repo, tmp_path, override, message):
     assert "Job stats" not in r.stdout
 
 
-def test_table12_samples_each_cfg_setting_with_the_sweep_count(repo, tmp_path):
+def test_sampling_jobs_get_their_own_sampling_config(repo, tmp_path):
     """Table 12: one sampling job per CFG setting of the paper's sweep, each given
-    `cfg_sweep.num_samples` (the main `cfg` sampling keeps `sampling.num_samples`)."""
+    `cfg_sweep.num_samples` (the main `cfg` sampling keeps `sampling.num_samples`); Table 2:
+    LightningDiT samples with its own CFG scale (generator_variants.lightningdit.sampling)."""
     override = tmp_path / "sweep.yaml"
     override.write_text("scales:\n  tiny:\n    cfg_sweep:\n      num_samples: 1230\n")
     r = snakemake(repo, "tables/table12.csv", "tables/table2.csv", "-n", "-p", "--forceall",
@@ -65,4 +66,7 @@ def test_table12_samples_each_cfg_setting_with_the_sweep_count(repo, tmp_path):
     assert len(sweep) == 12 and any("--guidance cfg1.8_0.125-0.8 " in c for c in sweep)
     assert all('"num_samples": 1230' in c for c in sweep)
     main = [c for c in commands if "--guidance cfg " in c]
-    assert main and all('"num_samples": 5000' in c for c in main)
+    assert len(main) == 2 and all('"num_samples": 5000' in c for c in main)
+    scales = {"lightningdit" if "/lightningdit/" in c else "sit_xl": re.search(r'"cfg_scale": ([\d.]+)', c)[1]
+              for c in main}
+    assert scales == {"lightningdit": "1.8", "sit_xl": "1.9"}

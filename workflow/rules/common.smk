@@ -63,9 +63,10 @@ wildcard_constraints:
 
 
 def sampling_json(wildcards):
-    """The sampling config of one guidance setting: a Table 12 sweep point takes its sample count
-    from `cfg_sweep`, so editing the sweep reruns only the sweep's jobs."""
-    s = PARAMS.active.sampling
+    """The sampling config of one job: the generator variant's (its `sampling` overrides, e.g.
+    LightningDiT's CFG scale); a Table 12 sweep point takes its sample count from `cfg_sweep`,
+    so editing the sweep reruns only the sweep's jobs."""
+    s = PARAMS.sampling(wildcards.gen)
     if re.fullmatch(SWEEP_GUIDANCE, wildcards.guidance):
         s = C.dataclasses.replace(s, num_samples=PARAMS.active.cfg_sweep.num_samples)
     return cfg_json(s)

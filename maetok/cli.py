@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from maetok import config as C
-from maetok.commands import add_config_args, check_outputs
+from maetok.commands import add_config_args, check_outputs, load_config
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -24,6 +24,17 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def _params(args) -> C.Params:
     return C.load_params(args.params, {"scale": args.scale} if args.scale else None)
+
+
+def cmd_prepare_hires(args) -> int:
+    from maetok.data import prepare
+
+    cfg = load_config(args, C.HiresConfig, "hires")
+    t0 = time.perf_counter()
+    manifest = prepare.run_hires(args.data, cfg.image_size, args.out)
+    print(f"prepare-hires: wrote {args.out}/manifest.json ({manifest['image_size']} px) in "
+          f"{time.perf_counter() - t0:.1f} s")
+    return 0
 
 
 def cmd_prepare_data(args) -> int:
@@ -155,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", help="output directory (default: results/<scale>/data)")
     p.set_defaults(func=cmd_prepare_data)
+
+    p = sub.add_parser("prepare-hires", help="the prepared data at the higher resolution of `hires` tokenizers",
+                       description="Write the prepared base data (--data) at `hires.image_size` (Tables 3, 4, 11): "
+                       "the same file lists cropped at that size (paper), or the images upsampled (tiny).")
+    add_config_args(p, "hires")
+    p.add_argument("--data", required=True, help="prepared base data directory (rule prepare_data)")
+    p.add_argument("--out", required=True, help="output directory (results/<scale>/data_hires)")
+    p.set_defaults(func=cmd_prepare_hires)
 
     p = sub.add_parser("train-standin", help="train a tiny-scale stand-in network (teacher or FID evaluator)",
                        description="Train a stand-in (DESIGN.md): teacher-dino (self-supervised), teacher-clip "

@@ -283,6 +283,18 @@ class StandinsConfig:
 
 
 @dataclass(frozen=True)
+class HiresConfig:
+    image_size: int = doc(
+        "Image side of the tokenizer variants with `resolution: hires` and of everything built on them "
+        "(paper: 512, Tables 3, 4, 11). Rule prepare_hires derives the data from the prepared base data: the "
+        "same file lists center-cropped at this size (imagefolder), or the base images upsampled (bicubic) "
+        "to it (fashion_mnist: a STAND-IN for a higher-resolution dataset).")
+
+    def check(self, path: str) -> None:
+        _positive(self, path, "image_size")
+
+
+@dataclass(frozen=True)
 class CfgSweepConfig:
     num_samples: int = doc("Samples per point of the CFG scale/interval sweep (paper Table 12 caption: 10,000); "
                            "the sweep's points are the rows of Table 12, sampled as `sampling` otherwise says.")
@@ -306,6 +318,7 @@ class AnalysisConfig:
 @dataclass(frozen=True)
 class ScaleConfig:
     data: DataConfig = doc("Dataset settings for this scale.")
+    hires: HiresConfig = doc("The higher-resolution data of `resolution: hires` tokenizers (512x512 tables).")
     tokenizer: TokenizerConfig = doc("Base tokenizer settings; variants override them.")
     generator: GeneratorConfig = doc("Base generator settings; variants override them.")
     sampling: SamplingConfig = doc("Sampling for generation metrics.")
@@ -315,6 +328,9 @@ class ScaleConfig:
     analysis: AnalysisConfig = doc("Latent-space analyses: GMM, linear probe, UMAP.")
 
     def check(self, path: str) -> None:
+        if self.hires.image_size <= self.data.image_size:
+            raise ConfigError(f"{_at(path, 'hires.image_size')}: {self.hires.image_size} must be larger than "
+                              f"{_at(path, 'data.image_size')} = {self.data.image_size}")
         classes = self.data.num_classes
         for key, n in (("sampling.num_samples", self.sampling.num_samples),
                        ("cfg_sweep.num_samples", self.cfg_sweep.num_samples)):
@@ -330,8 +346,8 @@ class Params:
     seed: int = doc("Global seed; stages derive theirs as seed * world_size + rank.")
     scales: dict[str, ScaleConfig] = doc("Base settings per scale; must define exactly `tiny` and `paper`.")
     tokenizer_variants: dict[str, dict] = doc(
-        "Named tokenizers: partial overrides of `scales.<scale>.tokenizer` (+ `by_scale.<scale>` overrides and "
-        "a `description`).")
+        "Named tokenizers: partial overrides of `scales.<scale>.tokenizer` (+ `by_scale.<scale>` overrides, "
+        "a `description`, and `resolution`: `base` (data.image_size, the default) or `hires` (hires.image_size)).")
     generator_variants: dict[str, dict] = doc(
         "Named generators: partial overrides of `scales.<scale>.generator` (+ `by_scale`, `description`, and "
         "`sampling`: partial overrides of `scales.<scale>.sampling` for this generator's samples).")
@@ -343,6 +359,7 @@ class Params:
         for scale in SCALES:
             for name in self.tokenizer_variants:
                 self.tokenizer(name, scale)
+                self.tokenizer_data(name, scale)
             for name in self.generator_variants:
                 self.generator(name, scale)
                 self.sampling(name, scale)
@@ -370,6 +387,23 @@ class Params:
         """The merged config of tokenizer `variant` at `scale` (default: the active one)."""
         return _merge_variant(self, "tokenizer", self.tokenizer_variants, TokenizerConfig, variant, scale)
 
+    def resolution(self, tokenizer: str) -> str:
+        """`base` or `hires`: which data tokenizer variant `tokenizer` trains and is evaluated on."""
+        if tokenizer not in self.tokenizer_variants:
+            raise ConfigError(f"unknown tokenizer variant {tokenizer!r}; defined in params.yaml "
+                              f"`tokenizer_variants`: {', '.join(self.tokenizer_variants)}")
+        res = self.tokenizer_variants[tokenizer].get("resolution", "base")
+        if res not in RESOLUTIONS:
+            raise ConfigError(f"tokenizer_variants.{tokenizer}.resolution: {res!r} is not one of {list(RESOLUTIONS)}")
+        return res
+
+    def tokenizer_data(self, tokenizer: str, scale: str | None = None) -> DataConfig:
+        """The data settings of tokenizer variant `tokenizer`: `data`, at `hires.image_size` for `hires`."""
+        s = self.scales[scale or self.scale]
+        if self.resolution(tokenizer) == "base":
+            return s.data
+        return dataclasses.replace(s.data, image_size=s.hires.image_size)
+
     @property
     def active(self) -> ScaleConfig:
         return self.scales[self.scale]
@@ -378,7 +412,8 @@ class Params:
 VARIANT_EXTRA_KEYS = ("description", "by_scale")
 # Keys of a variant that are not part of its block's config: generator variants carry their
 # sampling overrides (Params.sampling), which must not change the generator's training config.
-VARIANT_SIDE_KEYS = {"tokenizer": (), "generator": ("sampling",)}
+VARIANT_SIDE_KEYS = {"tokenizer": ("resolution",), "generator": ("sampling",)}
+RESOLUTIONS = ("base", "hires")
 
 
 def _merge_variant(params: Params, block: str, variants: dict, cls: type, name: str, scale: str | None):
@@ -577,6 +612,10 @@ def json_schema() -> dict:
         variant["properties"]["description"] = {"description": "What this variant is and which tables use it.",
                                                 "type": "string"}
         at_scale = _schema_for(cls, partial=True)
+        if block == "tokenizer":
+            variant["properties"]["resolution"] = {
+                "description": "`base` (data.image_size) or `hires` (hires.image_size, e.g. 512 for Tables 3, 4, 11).",
+                "enum": list(RESOLUTIONS)}
         if block == "generator":
             sampling = {"description": "Overrides of `scales.<scale>.sampling` for this generator's samples.",
                         **_schema_for(SamplingConfig, partial=True)}

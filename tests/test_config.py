@@ -40,6 +40,10 @@ def test_params_yaml_loads_into_frozen_dataclasses(raw):
      "unknown key 'generator_variants.sit_xl.sampling.cfg_scal'"),
     (lambda d: d["scales"]["tiny"]["cfg_sweep"].update(num_samples=1234),
      "scales.tiny.cfg_sweep.num_samples: 1234 is not divisible"),
+    (lambda d: d["tokenizer_variants"]["maetok_512"].update(resolution="4k"),
+     "tokenizer_variants.maetok_512.resolution: '4k' is not one of ['base', 'hires']"),
+    (lambda d: d["scales"]["paper"]["hires"].update(image_size=256),
+     "scales.paper.hires.image_size: 256 must be larger than scales.paper.data.image_size = 256"),
 ])
 def test_bad_params_name_the_key_path(raw, mutate, message):
     bad = copy.deepcopy(raw)
@@ -124,3 +128,12 @@ def test_generator_variant_sampling_overrides(raw):
     assert "sampling" not in C.to_dict(params.generator("lightningdit"))
     with pytest.raises(C.ConfigError, match="unknown generator variant 'dit'"):
         params.sampling("dit")
+
+
+def test_hires_tokenizer_data(raw):
+    params = C.load_params(raw)
+    assert params.resolution("maetok_512") == "hires" and params.resolution("maetok") == "base"
+    assert params.tokenizer_data("maetok_512").image_size == 64
+    assert params.tokenizer_data("maetok_512", "paper").image_size == 512
+    assert params.tokenizer_data("maetok") == params.active.data
+    assert params.tokenizer("maetok_512") == params.tokenizer("maetok")  # only the data differs

@@ -71,6 +71,7 @@ def test_import_mlflow_backfills_missing_runs_once(tmp_path, monkeypatch):
                                                                 "variant": "maetok_main"})
     _write(res / "tokenizer/ae/stage1.json", {"steps": 4, "seconds": 1.5, "final": {"loss": 0.25}})
     _write(res / "generator/ae/sit_l/nocfg.json", {"gfid": 80.0, "is": 2.0, "tokenizer": "ae", "variant": "sit_l"})
+    _write(res / "generator/maetok_main/sit_xl/cfg1.8_0-0.7.json", {"gfid": 9.0, "is": 3.0})  # Table 12 sweep
     _write(res / "aux_models/evaluator.json", {"test_acc": 0.5})
     (res / "analysis/ae").mkdir(parents=True)
     (res / "analysis/ae/gmm.json").write_text("")  # a job killed while writing: reported, not imported
@@ -85,12 +86,14 @@ def test_import_mlflow_backfills_missing_runs_once(tmp_path, monkeypatch):
 
     with pytest.warns(UserWarning, match="gmm.json: not a JSON object"):
         counts = import_results(res, "tiny")
-    assert counts == {"imported": 2, "already imported": 1, "live run adopted": 1, "unreadable": 1}
+    assert counts == {"imported": 3, "already imported": 1, "live run adopted": 1, "unreadable": 1}
     runs = mlflow.search_runs(experiment_names=["maetok"])
-    assert len(runs) == 4, runs[["tags.stage", "tags.variant", "tags.maetok.source", "status"]].to_string()
+    assert len(runs) == 5, runs[["tags.stage", "tags.variant", "tags.maetok.source", "status"]].to_string()
     gen = mlflow.search_runs(experiment_names=["maetok"], filter_string="tags.stage = 'eval_generation'")
-    assert gen["tags.variant"][0] == "sit_l" and gen["tags.tokenizer"][0] == "ae" and gen["metrics.gfid"][0] == 80.0
-    assert gen["tags.tables"][0] == ",table1,table6,"  # the tables with (ae, sit_l) rows
+    gen = gen.set_index("tags.variant")
+    assert gen.loc["sit_l", "tags.tokenizer"] == "ae" and gen.loc["sit_l", "metrics.gfid"] == 80.0
+    assert gen.loc["sit_l", "tags.tables"] == ",table1,table6,"  # the tables with (ae, sit_l) rows
+    assert ",table12," in gen.loc["sit_xl", "tags.tables"] and gen.loc["sit_xl", "metrics.gfid"] == 9.0
     tok = mlflow.search_runs(experiment_names=["maetok"], filter_string="tags.stage = 'tokenizer_stage1'")
     assert tok["metrics.final.loss"][0] == 0.25 and tok["tags.scale"][0] == "tiny"
     table4 = mlflow.search_runs(experiment_names=["maetok"], filter_string="tags.tables LIKE '%,table4,%'")
@@ -100,8 +103,8 @@ def test_import_mlflow_backfills_missing_runs_once(tmp_path, monkeypatch):
 
     with pytest.warns(UserWarning):
         again = import_results(res, "tiny")
-    assert again == {"imported": 0, "already imported": 4, "live run adopted": 0, "unreadable": 1}
-    assert len(mlflow.search_runs(experiment_names=["maetok"])) == 4
+    assert again == {"imported": 0, "already imported": 5, "live run adopted": 0, "unreadable": 1}
+    assert len(mlflow.search_runs(experiment_names=["maetok"])) == 5
 
     recon.write_text(json.dumps({"rfid": 11.0}))  # a rerun wrote new metrics: a new run
     with pytest.warns(UserWarning):

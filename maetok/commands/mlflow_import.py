@@ -39,7 +39,7 @@ KINDS = (
     Kind("tokenizer/*/final.json", "tokenizer_stage2"),
     Kind("tokenizer/*/recon.json", "eval_reconstruction"),
     Kind("generator/*/*/loss_curve.json", "train_generator"),
-    Kind("generator/*/*/*cfg.json", "eval_generation"),  # nocfg, cfg, step<N>_nocfg, step<N>_cfg
+    Kind("generator/*/*/*cfg*.json", "eval_generation"),  # nocfg, cfg, step<N>_*cfg, cfg<scale>_<low>-<high>
     Kind("analysis/*/gmm.json", "fit_gmm"),
     Kind("analysis/*/probe.json", "linear_probe"),
 )

@@ -108,22 +108,25 @@ def run(tokenizer_path: str | Path, data_dir: str | Path, cfg: C.EvaluationConfi
         out: str | Path, grid: str | Path, fid_cache: str | Path, tags: dict | None = None) -> dict:
     """Evaluate one tokenizer in-domain and out-of-domain; write the metrics JSON and a grid PNG."""
     from maetok.eval.fidelity import fidelity_metrics
-    from maetok.train.tokenizer import load_tokenizer, resize_images
+    from maetok.train.tokenizer import load_tokenizer
+    from maetok.utils.images import resize_images
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, tok_cfg, info = load_tokenizer(tokenizer_path, device)
     size = int(info["image_size"])
     metrics = {"tokenizer": str(tokenizer_path), "variant": info.get("variant", "")}
     val = val_images(data_dir, cfg.num_recon)
-    sets = {"val": (val, "val split", f"val-{len(val)}"), "ood": (*ood_images(cfg, size), None)}
+    sets = {"val": (val, "val split"), "ood": ood_images(cfg, size)}
     hires = max(tok_cfg.mixed_resolution, default=size)
     if hires > size:  # mixed-resolution training (Table 13b): the val split at the largest training size
         up = resize_images(val.float().div(127.5).sub(1), hires)
-        sets["hires"] = (to_uint8(up), f"val split resized to {hires} px", f"val-{len(val)}-{hires}px")
-    for split, (real, name, ref_name) in sets.items():
+        sets["hires"] = (to_uint8(up), f"val split resized to {hires} px")
+    for split, (real, name) in sets.items():
         recon = reconstruct_all(model, real, cfg.batch_size, device, f"reconstruct {split}")
-        fid = fidelity_metrics(recon, real, cfg, evaluator, fid_cache, metrics=("fid",),
-                               reference_name=ref_name or f"{split}-{len(real)}")
+        # cached statistics are named by image set and size: the `hires` set of a 32 px tokenizer and
+        # the val split of a 64 px (resolution: hires) tokenizer are the same images, and share them
+        ref = f"{'val' if split == 'hires' else split}-{len(real)}-{real.shape[-1]}px"
+        fid = fidelity_metrics(recon, real, cfg, evaluator, fid_cache, metrics=("fid",), reference_name=ref)
         metrics[split] = {"dataset": name, "n": len(real), "image_size": real.shape[-1], "rfid": fid["fid"],
                           **pixel_metrics(real, recon)}
         if split == "val":

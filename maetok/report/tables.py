@@ -284,19 +284,28 @@ def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     uses_sweep = any(s.startswith("guided.") for s in sources)
     uses_pr = any(s.endswith((".precision", ".recall")) for s in sources)
     notes = []
+    toks = list(dict.fromkeys(r.tokenizer for _, r in spec.our_rows()))
+    resolutions = {params.resolution(t) for t in toks}
     if (a.data.dataset, a.data.image_size) != (p.data.dataset, p.data.image_size):
-        notes.append(f"Data: {DATASET_NAMES.get(a.data.dataset, a.data.dataset)} at {a.data.image_size}x"
-                     f"{a.data.image_size}, {a.data.num_classes} classes, stands in for "
-                     f"{DATASET_NAMES.get(p.data.dataset, p.data.dataset)} at {p.data.image_size}x{p.data.image_size} "
-                     f"({p.data.num_classes} classes).")
+        b, h = a.data.image_size, a.hires.image_size
+        sizes = {"base": f"{b}x{b} for {p.data.image_size}x{p.data.image_size}",
+                 "hires": f"{h}x{h} (the {b}x{b} images upsampled) for {p.hires.image_size}x{p.hires.image_size}"}
+        notes.append(f"Data: {DATASET_NAMES.get(a.data.dataset, a.data.dataset)}, {a.data.num_classes} classes, "
+                     f"stands in for {DATASET_NAMES.get(p.data.dataset, p.data.dataset)} ({p.data.num_classes} "
+                     f"classes): {'; '.join(v for k, v in sizes.items() if k in resolutions or not resolutions)}.")
     at, pt = a.tokenizer, p.tokenizer
     if (at.model.size, at.optim.steps) != (pt.model.size, pt.optim.steps):
         gan = (f"; GAN loss weight {at.loss.disc_weight} (paper {pt.loss.disc_weight})"
                if at.loss.disc_weight != pt.loss.disc_weight else "")
+        steps = []  # per distinct schedule of this table's tokenizers (maetok_main trains 2x at paper scale)
+        for t in toks:
+            ta, tp = params.tokenizer(t, scale), params.tokenizer(t, "paper")
+            ft = (f" + {ta.finetune.steps:,} decoder fine-tuning" if ta.finetune.enabled else "",
+                  f" + {tp.finetune.steps:,}" if tp.finetune.enabled else "")
+            steps.append(f"{ta.optim.steps:,}{ft[0]} steps (paper {tp.optim.steps:,}{ft[1]})")
         notes.append(f"Tokenizer: {at.model.size} with {at.model.num_latent_tokens} latent tokens x "
                      f"{at.model.latent_dim} dims stands in for {pt.model.size} ({pt.model.num_latent_tokens} x "
-                     f"{pt.model.latent_dim}); {at.optim.steps:,} training + {at.finetune.steps:,} decoder "
-                     f"fine-tuning steps (paper {pt.optim.steps:,} + {pt.finetune.steps:,}){gan}.")
+                     f"{pt.model.latent_dim}); training: {' or '.join(dict.fromkeys(steps))}{gan}.")
     if at.networks.kind == "standin":
         notes.append("Teachers: the `dino` and `clip` aux targets, the perceptual loss and the discriminator "
                      "backbone use small stand-in CNNs trained on the train split by rule train_standin "

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from maetok import config as C
@@ -47,6 +46,7 @@ from maetok.train.utils import (
     setup_distributed,
     update_ema,
 )
+from maetok.utils.images import resize_images
 from maetok.utils.io import sha256_file, write_json
 
 
@@ -96,14 +96,6 @@ class Job:
     scale: str = ""
     seed: int = 0
     tags: dict | None = None
-
-
-def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, 3, H, W) in [-1, 1] -> (B, 3, size, size): bicubic, antialiased when shrinking."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False,
-                         antialias=size < x.shape[-1]).clamp(-1, 1)
 
 
 def step_size(sizes: list[int], seed: int, step: int) -> int | None:

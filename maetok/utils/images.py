@@ -1,4 +1,4 @@
-"""Image helpers: [-1, 1] <-> uint8, and PNG grids written atomically."""
+"""Image helpers: resizing, [-1, 1] <-> uint8, and PNG grids written atomically."""
 
 from __future__ import annotations
 
@@ -6,9 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from maetok.utils.io import atomic_path
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) in [-1, 1] -> (B, C, size, size): bicubic, antialiased when shrinking. The one
+    resize of the pipeline: mixed-resolution training, the 2x evaluation of Table 13b and the tiny
+    `hires` data all use it, so their images agree exactly."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False,
+                         antialias=size < x.shape[-1]).clamp(-1, 1)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

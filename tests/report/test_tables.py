@@ -54,9 +54,12 @@ def test_inputs_for_table1_lists_exactly_the_expected_jsons():
 
 def test_inputs_for_follows_scale_and_skips_unreproduced_tables():
     assert all(p.startswith("results/paper/") for p in tables.inputs_for("table4", "paper"))
-    assert tables.inputs_for("table4", "tiny") == ["results/tiny/tokenizer/maetok_main/recon.json"]
-    for t in ("table3", "table11"):
-        assert tables.inputs_for(t, "tiny") == []
+    assert tables.inputs_for("table4", "tiny") == ["results/tiny/tokenizer/maetok_main/recon.json",
+                                                   "results/tiny/tokenizer/maetok_512/recon.json"]
+    for t in ("table3", "table11"):  # the 512x512 tables: the `resolution: hires` tokenizer
+        assert sorted(tables.inputs_for(t, "tiny")) == [
+            f"results/tiny/generator/maetok_512/{g}/{k}.json" for g in ("lightningdit_512", "sit_xl_512")
+            for k in ("cfg", "nocfg")] + ["results/tiny/tokenizer/maetok_512/recon.json"]
 
 
 def test_table12_rows_sample_the_rows_cfg_setting():
@@ -75,7 +78,7 @@ def test_table12_built_from_the_sweep(tmp_path, params):
     assert [float(r["gfid"]) for r in rows] == [100.0 + i for i in range(12)]  # row i reads its own JSON
     assert rows[5]["gfid_paper"] == "4.92" and rows[5]["label"] == "scale 1.9 on [0, 0.75]"
     md = out_md.read_text()
-    assert "5,000 generated samples per CFG setting instead of 10,000" in md
+    assert "1,000 generated samples per CFG setting instead of 10,000" in md
 
 
 def test_cfg_footnote_names_each_generators_setting(params):
@@ -143,12 +146,18 @@ def test_table2_marks_cited_rows(tmp_path, params):
     assert "| DiT-XL/2 |" in md and "cited" in md and "LightningDiT-T/1" in md
 
 
-def test_table3_512_has_no_rows_of_ours(tmp_path, params):
-    tables.make_table("table3", tmp_path / "none", "tiny", tmp_path / "t3.csv", tmp_path / "t3.md", params)
+def test_table3_512_rows_of_ours_are_the_hires_tokenizer(tmp_path, params):
+    res = fake_results(tmp_path / "results", "table3")
+    tables.make_table("table3", res, "tiny", tmp_path / "t3.csv", tmp_path / "t3.md", params)
     rows = read_csv(tmp_path / "t3.csv")
-    assert {r["source"] for r in rows if r["group"] == "Ours"} == {"paper"}
+    ours = [r for r in rows if r["source"] == "ours"]
+    assert [(r["paper_row"], r["tokenizer"], r["generator"]) for r in ours] == [
+        ("16", "maetok_512", "lightningdit_512"), ("17", "maetok_512", "sit_xl_512")]
+    assert [r["source"] for r in rows if r["group"] == "Ours"] == ["ours", "ours", "paper"]  # USiT-2B: paper's
     assert {r["source"] for r in rows if r["group"] != "Ours"} == {"cited"}
-    assert "no 512x512" in (tmp_path / "t3.md").read_text()
+    md = (tmp_path / "t3.md").read_text()
+    assert "64x64 (the 32x32 images upsampled) for 512x512" in md
+    assert "`sit_xl_512` scale 1.5 on [0.0, 0.7] (paper 1.5 on [0.0, 0.7])" in md
 
 
 @pytest.mark.parametrize("table", tables.TABLES)

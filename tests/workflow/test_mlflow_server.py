@@ -90,12 +90,14 @@ def test_mlflow_server_serves_the_micro_runs(micro_table4, tmp_path):
              "status": r["info"]["status"]} for r in found["runs"]]
     assert {r["tags"]["stage"] for r in runs} == TABLE4_STAGES
     assert all(r["tags"]["scale"] == "tiny" and r["status"] == "FINISHED" for r in runs)
-    recon = [r for r in runs if r["tags"]["stage"] == "eval_reconstruction"]
-    assert len(recon) == 1 and recon[0]["tags"]["variant"] == "maetok_main"
-    assert recon[0]["tags"]["tables"] == ",table2,table4,table10,"
-    assert recon[0]["metrics"]["val_rfid"] >= 0 and recon[0]["tags"]["maetok.source"].endswith("recon.json")
+    recon = {r["tags"]["variant"]: r for r in runs if r["tags"]["stage"] == "eval_reconstruction"}
+    assert sorted(recon) == ["maetok_512", "maetok_main"]
+    assert recon["maetok_main"]["tags"]["tables"] == ",table2,table4,table10,table12,"
+    assert recon["maetok_512"]["tags"]["tables"] == ",table3,table4,table11,"
+    for r in recon.values():
+        assert r["metrics"]["val_rfid"] >= 0 and r["tags"]["maetok.source"].endswith("recon.json")
     train = [r for r in runs if r["tags"]["stage"] == "tokenizer_stage1"]
-    assert len(train) == 1 and train[0]["tags"]["variant"] == "maetok" and train[0]["params"]
+    assert sorted(r["tags"]["variant"] for r in train) == ["maetok", "maetok_512"] and all(r["params"] for r in train)
 
 
 def test_import_mlflow_finds_the_live_runs_of_the_micro_run(micro_table4, tmp_path):

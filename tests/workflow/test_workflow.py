@@ -70,3 +70,19 @@ def test_sampling_jobs_get_their_own_sampling_config(repo, tmp_path):
     scales = {"lightningdit" if "/lightningdit/" in c else "sit_xl": re.search(r'"cfg_scale": ([\d.]+)', c)[1]
               for c in main}
     assert scales == {"lightningdit": "1.8", "sit_xl": "1.9"}
+
+
+def test_hires_tokenizer_chain_reads_the_hires_data(repo):
+    """Table 3 (512x512): maetok_512 is its own tokenizer (not canonicalised to maetok, whose
+    config it shares) and every job of its chain reads results/tiny/data_hires."""
+    r = snakemake(repo, "tables/table3.csv", "-n", "-p", "--forceall")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    assert "rule prepare_hires:" in out and "maetok prepare-hires" in out
+    assert "tok=maetok_512" in out and "results/tiny/tokenizer/maetok/" not in out
+    for command in ("train-tokenizer", "finetune-decoder", "eval-reconstruction", "cache-latents",
+                    "eval-generation"):
+        lines = [line for line in out.splitlines() if f"maetok {command}" in line]
+        assert lines and all("--data results/tiny/data_hires " in line for line in lines), command
+    train = next(line for line in out.splitlines() if "train-tokenizer" in line)
+    assert '"image_size": 64' in train

@@ -28,6 +28,7 @@ _env.update(PATH=os.pathsep.join([str(Path(sys.executable).parent), _env.get("PA
 SCALE = PARAMS.scale
 RESULTS = f"results/{SCALE}"
 DATA = f"{RESULTS}/data"
+DATA_HIRES = f"{RESULTS}/data_hires"  # `resolution: hires` tokenizers (the 512x512 tables)
 AUX = f"{RESULTS}/aux_models"
 TOKENIZERS = list(PARAMS.tokenizer_variants)
 # GPUs per job: none at tiny scale (a laptop CPU); at paper scale one 8-GPU node per
@@ -104,14 +105,28 @@ def gen_cfg(wildcards):
 
 
 @functools.cache
+def tokenizer_data_config(tok):
+    return PARAMS.tokenizer_data(tok)
+
+
+def tok_data(wildcards):
+    """The prepared data of a tokenizer variant's resolution (params.yaml `resolution`)."""
+    return DATA_HIRES if PARAMS.resolution(wildcards.tok) == "hires" else DATA
+
+
+def tok_data_cfg(wildcards):
+    return tokenizer_data_config(wildcards.tok)
+
+
+@functools.cache
 def canonical_tokenizer(tok):
-    """The first variant (in params.yaml order) whose merged config equals `tok`'s at this scale.
+    """The first variant (in params.yaml order) whose merged config and data equal `tok`'s at this scale.
 
     Variants that only differ at another scale (e.g. maetok_main = maetok trained longer at
     paper scale) then share one trained tokenizer instead of training twice.
     """
-    cfg = tokenizer_config(tok)
-    return next(v for v in TOKENIZERS if tokenizer_config(v) == cfg)
+    key = (tokenizer_config(tok), tokenizer_data_config(tok))
+    return next(v for v in TOKENIZERS if (tokenizer_config(v), tokenizer_data_config(v)) == key)
 
 
 def tokenizer_weights(tok):

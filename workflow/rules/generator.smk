@@ -8,11 +8,11 @@ SAMPLES = f"{RESULTS}/samples/{{tok}}/{{gen}}"
 rule cache_latents:
     input:
         tokenizer=lambda wc: tokenizer_weights(wc.tok),
-        data=DATA,
+        data=tok_data,
     output:
         directory(f"{RESULTS}/latents/{{tok}}"),
     params:
-        cfg=cfg_json(PARAMS.active.data),
+        cfg=lambda wc: cfg_json(tok_data_cfg(wc)),
     threads: JOB_THREADS
     log:
         f"logs/{SCALE}/cache_latents/{{tok}}.log",
@@ -118,7 +118,7 @@ rule sample_generator_step:
 rule eval_generation:
     input:
         samples=f"{SAMPLES}/{{name}}.npz",
-        data=DATA,
+        data=tok_data,
         evaluator=evaluator_input(),
     output:
         f"{GEN}/{{name}}.json",

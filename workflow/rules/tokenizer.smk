@@ -27,13 +27,13 @@ rule train_standin:
 
 rule train_tokenizer:
     input:
-        data=DATA,
+        data=tok_data,
         standins=tokenizer_standins,
     output:
         weights=f"{RESULTS}/tokenizer/{{tok}}/stage1.safetensors",
         metrics=f"{RESULTS}/tokenizer/{{tok}}/stage1.json",
     params:
-        cfg=lambda wc: cfg_json(tokenizer=tok_cfg(wc), data=PARAMS.active.data, seed=PARAMS.seed, scale=SCALE),
+        cfg=lambda wc: cfg_json(tokenizer=tok_cfg(wc), data=tok_data_cfg(wc), seed=PARAMS.seed, scale=SCALE),
         ckpt=f"{RESULTS}/ckpt/tokenizer/{{tok}}/stage1",
         launch=launcher,
         aux=AUX,
@@ -55,13 +55,13 @@ rule train_tokenizer:
 rule finetune_decoder:
     input:
         init=rules.train_tokenizer.output.weights,
-        data=DATA,
+        data=tok_data,
         standins=tokenizer_standins,
     output:
         weights=f"{RESULTS}/tokenizer/{{tok}}/final.safetensors",
         metrics=f"{RESULTS}/tokenizer/{{tok}}/final.json",
     params:
-        cfg=lambda wc: cfg_json(tokenizer=tok_cfg(wc), data=PARAMS.active.data, seed=PARAMS.seed, scale=SCALE),
+        cfg=lambda wc: cfg_json(tokenizer=tok_cfg(wc), data=tok_data_cfg(wc), seed=PARAMS.seed, scale=SCALE),
         ckpt=f"{RESULTS}/ckpt/tokenizer/{{tok}}/stage2",
         launch=launcher,
         aux=AUX,
@@ -83,7 +83,7 @@ rule finetune_decoder:
 rule eval_reconstruction:
     input:
         tokenizer=lambda wc: tokenizer_weights(wc.tok),
-        data=DATA,
+        data=tok_data,
         evaluator=evaluator_input(),
     output:
         metrics=f"{RESULTS}/tokenizer/{{tok}}/recon.json",

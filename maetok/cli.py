@@ -75,7 +75,7 @@ def _stage_config(args, **blocks):
 
 TOKENIZER_BLOCKS = {
     "tokenizer": (C.TokenizerConfig, lambda p, v: p.tokenizer(v or "maetok")),
-    "data": (C.DataConfig, lambda p, v: p.active.data),
+    "data": (C.DataConfig, lambda p, v: p.tokenizer_data(v or "maetok")),  # `resolution: hires` -> hires size
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import MISSING, dataclass, field
@@ -294,13 +295,22 @@ class HiresConfig:
         _positive(self, path, "image_size")
 
 
+# A point of the CFG sweep (Table 12) as a guidance name: "cfg<scale>_<low>-<high>", e.g. "cfg1.9_0-0.75".
+SWEEP_GUIDANCE = re.compile(r"cfg(?P<scale>\d+(?:\.\d+)?)_(?P<low>\d+(?:\.\d+)?)-(?P<high>\d+(?:\.\d+)?)")
+
+
 @dataclass(frozen=True)
 class CfgSweepConfig:
     num_samples: int = doc("Samples per point of the CFG scale/interval sweep (paper Table 12 caption: 10,000); "
                            "the sweep's points are the rows of Table 12, sampled as `sampling` otherwise says.")
+    generator_step: int | None = doc(
+        "Training step of the generator EMA the sweep samples (Table 12 caption: SiT-XL after 2M of its 4M steps); "
+        "must be one of the generator's `eval_steps`. null: the final EMA.")
 
     def check(self, path: str) -> None:
         _positive(self, path, "num_samples")
+        if self.generator_step is not None and self.generator_step <= 0:
+            raise ConfigError(f"{_at(path, 'generator_step')}: must be > 0 (or null for the final EMA)")
 
 
 @dataclass(frozen=True)
@@ -362,7 +372,10 @@ class Params:
                 self.tokenizer_data(name, scale)
             for name in self.generator_variants:
                 self.generator(name, scale)
-                self.sampling(name, scale)
+                n, classes = self.sampling(name, scale).num_samples, self.scales[scale].data.num_classes
+                if n % classes:
+                    raise ConfigError(f"generator_variants.{name}.sampling.num_samples: {n} is not divisible by "
+                                      f"scales.{scale}.data.num_classes = {classes}: use a multiple of {classes}")
 
     def generator(self, variant: str, scale: str | None = None) -> GeneratorConfig:
         """The merged config of generator `variant` at `scale` (default: the active one)."""
@@ -382,6 +395,22 @@ class Params:
             return self.scales[scale].sampling
         merged = deep_merge(to_dict(self.scales[scale].sampling), override)
         return from_dict(SamplingConfig, merged, f"generator_variants.{generator}.sampling")
+
+    def job_sampling(self, generator: str, guidance: str, scale: str | None = None) -> SamplingConfig:
+        """The sampling config of one sampling job, holding only what its samples depend on, so that
+        editing a setting reruns exactly the jobs it changes: `nocfg` keeps the base CFG fields (it
+        ignores them); a Table 12 point "cfg<scale>_<low>-<high>" gets its own scale and interval and
+        `cfg_sweep.num_samples` samples; `cfg` is the generator's `sampling` (see `sampling`)."""
+        s, base = self.sampling(generator, scale), self.scales[scale or self.scale]
+        if guidance == "nocfg":
+            return dataclasses.replace(s, cfg_scale=base.sampling.cfg_scale,
+                                       cfg_interval_low=base.sampling.cfg_interval_low,
+                                       cfg_interval_high=base.sampling.cfg_interval_high)
+        m = SWEEP_GUIDANCE.fullmatch(guidance)
+        if m:
+            return dataclasses.replace(s, cfg_scale=float(m["scale"]), cfg_interval_low=float(m["low"]),
+                                       cfg_interval_high=float(m["high"]), num_samples=base.cfg_sweep.num_samples)
+        return s
 
     def tokenizer(self, variant: str, scale: str | None = None) -> TokenizerConfig:
         """The merged config of tokenizer `variant` at `scale` (default: the active one)."""
@@ -427,6 +456,10 @@ def _merge_variant(params: Params, block: str, variants: dict, cls: type, name: 
     if not isinstance(by_scale, dict) or set(by_scale) - set(SCALES):
         raise ConfigError(f"{block}_variants.{name}.by_scale: keys must be among {list(SCALES)}")
     base = to_dict(getattr(params.scales[scale], block))
+    for s_name, overrides in by_scale.items():
+        if block == "tokenizer" and "resolution" in (overrides or {}):
+            raise ConfigError(f"{block}_variants.{name}.by_scale.{s_name}.resolution: `resolution` is set per "
+                              "variant (a variant's data), not per scale; move it up to the variant")
     at_scale = {k: v for k, v in (by_scale.get(scale) or {}).items() if k not in side}
     merged = deep_merge(deep_merge(base, override), at_scale)
     return from_dict(cls, merged, f"{block}_variants.{name}" + (f" (at scale {scale})" if by_scale else ""))

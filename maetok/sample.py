@@ -3,7 +3,7 @@
 Euler ODE or Euler-Maruyama SDE per `SamplingConfig`. Guidance names (`parse_guidance`):
 "cfg" applies the configured CFG scale on [cfg_interval_low, cfg_interval_high] (t = 1 noise),
 "nocfg" uses the conditional model alone, and "cfg<scale>_<low>-<high>" (e.g. "cfg1.9_0-0.75")
-is one point of the paper's Table 12 sweep (the workflow gives those jobs
+is one point of the paper's Table 12 sweep (`Params.job_sampling` gives those jobs
 `cfg_sweep.num_samples`). Labels are exactly class-balanced (sample i has class i % C;
 the official script draws them at random). All noise is keyed by the global
 sample index (`IndexedNoise`), so any shard [start, end) regenerates the same samples.
@@ -15,7 +15,6 @@ of the data loader's scaling.
 from __future__ import annotations
 
 import functools
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from maetok.utils.images import save_grid, to_uint8
 from maetok.utils.io import atomic_path, sha256_file
 
 GUIDANCE = ("nocfg", "cfg")
-SWEEP_NAME = re.compile(r"cfg(?P<scale>\d+(?:\.\d+)?)_(?P<low>\d+(?:\.\d+)?)-(?P<high>\d+(?:\.\d+)?)")
+SWEEP_NAME = C.SWEEP_GUIDANCE
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,11 @@ def test_params_yaml_loads_into_frozen_dataclasses(raw):
      "unknown key 'generator_variants.sit_xl.sampling.cfg_scal'"),
     (lambda d: d["scales"]["tiny"]["cfg_sweep"].update(num_samples=1234),
      "scales.tiny.cfg_sweep.num_samples: 1234 is not divisible"),
+    (lambda d: d["tokenizer_variants"]["maetok_512"]["by_scale"]["paper"].update(resolution="hires"),
+     "tokenizer_variants.maetok_512.by_scale.paper.resolution: `resolution` is set per variant"),
+    (lambda d: d["generator_variants"]["sit_xl"].update(sampling={"num_samples": 1005}),
+     "generator_variants.sit_xl.sampling.num_samples: 1005 is not divisible by scales.tiny.data.num_classes"),
+    (lambda d: d["scales"]["tiny"]["cfg_sweep"].update(generator_step=0), "scales.tiny.cfg_sweep.generator_step"),
     (lambda d: d["tokenizer_variants"]["maetok_512"].update(resolution="4k"),
      "tokenizer_variants.maetok_512.resolution: '4k' is not one of ['base', 'hires']"),
     (lambda d: d["scales"]["paper"]["hires"].update(image_size=256),
@@ -137,3 +142,16 @@ def test_hires_tokenizer_data(raw):
     assert params.tokenizer_data("maetok_512", "paper").image_size == 512
     assert params.tokenizer_data("maetok") == params.active.data
     assert params.tokenizer("maetok_512") == params.tokenizer("maetok")  # only the data differs
+
+
+def test_job_sampling_records_what_each_guidance_uses(raw):
+    """nocfg ignores the CFG setting, so its jobs keep the base one whatever the generator's (editing
+    LightningDiT's CFG reruns only its guided samples); a sweep point carries its own setting."""
+    params = C.load_params(raw)
+    base = params.active.sampling
+    assert params.job_sampling("lightningdit", "nocfg") == base
+    assert params.job_sampling("lightningdit", "cfg").cfg_scale == 1.8
+    assert params.job_sampling("sit_xl", "cfg") == base
+    point = params.job_sampling("lightningdit", "cfg1.8_0.125-0.8")
+    assert (point.cfg_scale, point.cfg_interval_low, point.cfg_interval_high) == (1.8, 0.125, 0.8)
+    assert point.num_samples == params.active.cfg_sweep.num_samples == 1000

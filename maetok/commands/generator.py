@@ -53,7 +53,11 @@ def _guidance(name: str) -> str:
 def cmd_sample_generator(args) -> int:
     from maetok.sample import sample_generator
 
-    cfg = load_config(args, C.SamplingConfig, "sampling")
+    if args.config_json:
+        cfg = load_config(args, C.SamplingConfig, "sampling")
+    else:  # by hand: as the workflow would sample generator variant --variant with this guidance
+        params = C.load_params(args.params, {"scale": args.scale} if args.scale else None)
+        cfg = params.job_sampling(args.variant, args.guidance)
     check_outputs(args.out, args.grid)
     summary = sample_generator(cfg, args.generator, args.latents, args.tokenizer, args.out, args.guidance,
                                seed=args.seed, grid=args.grid, start=args.start, end=args.end)
@@ -111,8 +115,11 @@ def register(sub) -> None:
     p.add_argument("--latents", required=True, help="latent cache the generator was trained on (statistics)")
     p.add_argument("--tokenizer", required=True, help="tokenizer weights, to decode")
     p.add_argument("--guidance", required=True, type=_guidance,
-                   help="'nocfg', 'cfg' (sampling.cfg_scale on its interval) or a Table 12 sweep point "
+                   help="'nocfg', 'cfg' (the generator variant's CFG setting) or a Table 12 sweep point "
                    "'cfg<scale>_<low>-<high>', e.g. 'cfg1.9_0-0.75'")
+    p.add_argument("--variant", default="sit_xl",
+                   help="generator variant whose `sampling` settings apply without --config-json (default: "
+                   "%(default)s)")
     p.add_argument("--out", required=True, help="output .npz (images (N, H, W, 3) uint8, labels, indices)")
     p.add_argument("--grid", help="output PNG grid, one row per class (optional)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from maetok import config as C
-from maetok.data import ImageDataset
+from maetok.data import ImageDataset, load_manifest
 from maetok.data.imagefolder import IMAGE_EXTENSIONS, center_crop_arr
 from maetok.tracking import Run
 from maetok.utils.images import save_grid, to_uint8
@@ -116,16 +116,19 @@ def run(tokenizer_path: str | Path, data_dir: str | Path, cfg: C.EvaluationConfi
     size = int(info["image_size"])
     metrics = {"tokenizer": str(tokenizer_path), "variant": info.get("variant", "")}
     val = val_images(data_dir, cfg.num_recon)
-    sets = {"val": (val, "val split"), "ood": ood_images(cfg, size)}
+    # Reference statistics are cached under a name that says where the images come from: the
+    # prepared data (dataset and its image size: data/ and data_hires/ differ), how they were
+    # resized, and how many there are.
+    m = load_manifest(data_dir)
+    source = f"{m.get('dataset', 'data')}{m['image_size']}-val{len(val)}"
+    ood, ood_name = ood_images(cfg, size)
+    sets = {"val": (val, "val split", source), "ood": (ood, ood_name, f"ood-{cfg.ood_dataset}{len(ood)}-{size}px")}
     hires = max(tok_cfg.mixed_resolution, default=size)
     if hires > size:  # mixed-resolution training (Table 13b): the val split at the largest training size
         up = resize_images(val.float().div(127.5).sub(1), hires)
-        sets["hires"] = (to_uint8(up), f"val split resized to {hires} px")
-    for split, (real, name) in sets.items():
+        sets["hires"] = (to_uint8(up), f"val split resized to {hires} px", f"{source}-up{hires}px")
+    for split, (real, name, ref) in sets.items():
         recon = reconstruct_all(model, real, cfg.batch_size, device, f"reconstruct {split}")
-        # cached statistics are named by image set and size: the `hires` set of a 32 px tokenizer and
-        # the val split of a 64 px (resolution: hires) tokenizer are the same images, and share them
-        ref = f"{'val' if split == 'hires' else split}-{len(real)}-{real.shape[-1]}px"
         fid = fidelity_metrics(recon, real, cfg, evaluator, fid_cache, metrics=("fid",), reference_name=ref)
         metrics[split] = {"dataset": name, "n": len(real), "image_size": real.shape[-1], "rfid": fid["fid"],
                           **pixel_metrics(real, recon)}

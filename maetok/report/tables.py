@@ -175,15 +175,32 @@ def metric_json(results: str | Path, kind: str, tok: str, gen: str | None, guida
     return f"{results}/{JSON_FILES[kind].format(tok=tok, gen=gen, guidance=guidance)}"
 
 
-def _row_jsons(part: Part, row: OurRow, results: str | Path) -> dict[str, str]:
+def row_guidance(row: OurRow, params: C.Params, scale: str) -> str:
+    """The eval_generation name of a `guided.*` row: its CFG setting, on the EMA of step
+    `cfg_sweep.generator_step` when one is set (Table 12: SiT-XL after 2M of 4M steps)."""
+    step = params.scales[scale].cfg_sweep.generator_step
+    if not row.guidance or step is None:
+        return row.guidance
+    kept = params.generator(row.generator, scale).eval_steps
+    if step not in kept:
+        raise ReportError(f"cfg_sweep.generator_step = {step} is not one of the steps whose EMA generator variant "
+                          f"{row.generator!r} keeps at scale {scale} (eval_steps {list(kept)}): add it to its "
+                          "`eval_steps` in params.yaml, or set `cfg_sweep.generator_step: null` (the final EMA)")
+    return f"step{step}_{row.guidance}"
+
+
+def _row_jsons(part: Part, row: OurRow, results: str | Path, params: C.Params, scale: str) -> dict[str, str]:
     kinds = dict.fromkeys(src.split(".")[0] for src in part.metrics.values() if src)
-    return {k: metric_json(results, k, row.tokenizer, row.generator, row.guidance) for k in kinds}
+    guidance = row_guidance(row, params, scale)
+    return {k: metric_json(results, k, row.tokenizer, row.generator, guidance) for k in kinds}
 
 
-def inputs_for(table: str, scale: str, results: str | Path | None = None) -> list[str]:
+def inputs_for(table: str, scale: str, results: str | Path | None = None, params: C.Params | None = None) -> list[str]:
     """The metrics JSONs `table` needs at `scale` (each once), e.g. for a Snakemake input function."""
     results = results or f"results/{scale}"
-    paths = [p for part, row in get_spec(table).our_rows() for p in _row_jsons(part, row, results).values()]
+    params = params or C.load_params(C.DEFAULT_PARAMS, {"scale": scale})
+    paths = [p for part, row in get_spec(table).our_rows()
+             for p in _row_jsons(part, row, results, params, scale).values()]
     return list(dict.fromkeys(paths))
 
 
@@ -213,9 +230,10 @@ def _fmt_ours(v: float) -> str:
     return "nan" if math.isnan(v) else repr(round(v, 4))
 
 
-def collect_rows(table: str, results: str | Path, scale: str) -> list[dict[str, str]]:
+def collect_rows(table: str, results: str | Path, scale: str, params: C.Params | None = None) -> list[dict[str, str]]:
     """One dict per output row (every paper row once, ours beside it); raises on a missing metric."""
     spec = get_spec(table)
+    params = params or C.load_params(C.DEFAULT_PARAMS, {"scale": scale})
     out = []
     for part in spec.parts:
         ours = {r.paper_row: r for r in part.ours}
@@ -229,13 +247,13 @@ def collect_rows(table: str, results: str | Path, scale: str) -> list[dict[str, 
                 row[f"{col}_paper"] = prow.get(col, "") if col in part.metrics else ""
             if n in ours:
                 r = ours[n]
-                jsons = _row_jsons(part, r, results)
+                jsons = _row_jsons(part, r, results, params, scale)
                 loaded = {k: _load_json(p, k, table) for k, p in jsons.items()}
                 for col, src in part.metrics.items():
                     if src:
                         kind, key = src.split(".", 1)
                         row[col] = _fmt_ours(_lookup(loaded[kind], key, jsons[kind], table))
-                uses_gen = [r.guidance if k == "guided" else k for k in jsons if k != "recon"]
+                uses_gen = [Path(jsons[k]).stem if k == "guided" else k for k in jsons if k != "recon"]
                 row |= {"tokenizer": r.tokenizer, "generator": r.generator if uses_gen else "",
                         "guidance": "+".join(uses_gen), "source": "ours"}
             else:
@@ -408,7 +426,7 @@ def make_table(table: str, results: str | Path, scale: str, out_csv: str | Path,
     """Write `out_csv` and `out_md` (atomically) for `table` from the metrics JSONs under `results`."""
     spec = get_spec(table)
     params = params or C.load_params(C.DEFAULT_PARAMS, {"scale": scale})
-    rows = collect_rows(table, results, scale)
+    rows = collect_rows(table, results, scale, params)
     cols = csv_columns(spec)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")

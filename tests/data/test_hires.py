@@ -8,6 +8,7 @@ from PIL import Image
 
 from maetok import config as C
 from maetok.data import DataError, ImageDataset, prepare
+from maetok.data.imagefolder import center_crop_arr
 from maetok.utils.images import resize_images, to_uint8
 
 
@@ -32,16 +33,22 @@ def torch_float(x_uint8: np.ndarray):
 
 
 def test_file_lists_are_cropped_at_the_larger_size(tmp_path):
+    """Paper scale: the hires data is the same images, center-cropped from the originals at the larger
+    size (not the base crops upsampled)."""
+    yy, xx = np.mgrid[:300, :400]
+    image = np.stack([(xx * 255 // 399), (yy * 255 // 299), (xx + yy) % 256], -1).astype(np.uint8)
     for split in ("train", "val"):
         d = tmp_path / "imnet" / split / "n01"
         d.mkdir(parents=True)
-        Image.fromarray(np.full((300, 400, 3), 90, np.uint8)).save(d / "0.png")
+        Image.fromarray(image).save(d / "0.png")
     cfg = C.DataConfig(dataset="imagefolder", root=str(tmp_path / "imnet"), download=False, url="",
                        image_size=64, num_classes=1, hflip=True)
     prepare.run(cfg, tmp_path / "data")
     prepare.run_hires(tmp_path / "data", 128, tmp_path / "hires")
-    x, y = ImageDataset(tmp_path / "hires", "train")[0]
-    assert x.shape == (3, 128, 128) and y == 0
+    ds = ImageDataset(tmp_path / "hires", "train")
+    assert ds.image_size == 128 and ds[0][1] == 0
+    expected = center_crop_arr(Image.fromarray(image), 128)
+    assert (ds.uint8(0).permute(1, 2, 0).numpy() == expected).all()
     assert (tmp_path / "hires" / "val.txt").read_text() == (tmp_path / "data" / "val.txt").read_text()
 
 

@@ -62,11 +62,20 @@ def test_inputs_for_follows_scale_and_skips_unreproduced_tables():
             for k in ("cfg", "nocfg")] + ["results/tiny/tokenizer/maetok_512/recon.json"]
 
 
-def test_table12_rows_sample_the_rows_cfg_setting():
+def test_table12_rows_sample_the_rows_cfg_setting(params):
+    """Each row samples sit_xl's EMA of step cfg_sweep.generator_step (tiny: 400 of 800, as the
+    paper's 2M of 4M) at the row's CFG setting."""
     got = tables.inputs_for("table12", "tiny")
-    assert len(got) == 12 and got[0] == "results/tiny/generator/maetok_main/sit_xl/cfg1.7_0-0.7.json"
-    assert "results/tiny/generator/maetok_main/sit_xl/cfg1.8_0.125-0.8.json" in got
-    assert "results/tiny/generator/maetok_main/sit_xl/cfg1.9_0-0.75.json" in got
+    gen = "results/tiny/generator/maetok_main/sit_xl"
+    assert len(got) == 12 and got[0] == f"{gen}/step400_cfg1.7_0-0.7.json"
+    assert f"{gen}/step400_cfg1.8_0.125-0.8.json" in got and f"{gen}/step400_cfg1.9_0-0.75.json" in got
+    final = C.dataclasses.replace(params.scales["tiny"], cfg_sweep=C.CfgSweepConfig(1000, None))
+    final_params = C.dataclasses.replace(params, scales={**params.scales, "tiny": final})
+    assert tables.inputs_for("table12", "tiny", params=final_params)[0] == f"{gen}/cfg1.7_0-0.7.json"
+    bad = C.dataclasses.replace(params.scales["tiny"], cfg_sweep=C.CfgSweepConfig(1000, 300))
+    with pytest.raises(tables.ReportError, match=r"generator_step = 300 is not one of .* \[200, 400, 800\]"):
+        tables.inputs_for("table12", "tiny", params=C.dataclasses.replace(params, scales={**params.scales,
+                                                                                          "tiny": bad}))
 
 
 def test_table12_built_from_the_sweep(tmp_path, params):
@@ -74,7 +83,7 @@ def test_table12_built_from_the_sweep(tmp_path, params):
     out_csv, out_md = tmp_path / "t" / "table12.csv", tmp_path / "t" / "table12.md"
     rows = tables.make_table("table12", res, "tiny", out_csv, out_md, params)
     assert [r["source"] for r in rows] == ["ours"] * 12
-    assert [r["guidance"] for r in rows][:2] == ["cfg1.7_0-0.7", "cfg1.8_0-0.7"]
+    assert [r["guidance"] for r in rows][:2] == ["step400_cfg1.7_0-0.7", "step400_cfg1.8_0-0.7"]
     assert [float(r["gfid"]) for r in rows] == [100.0 + i for i in range(12)]  # row i reads its own JSON
     assert rows[5]["gfid_paper"] == "4.92" and rows[5]["label"] == "scale 1.9 on [0, 0.75]"
     md = out_md.read_text()

@@ -246,3 +246,7 @@ def test_eval_reports_the_largest_training_size(tmp_path, tiny_data, standin_dir
     assert metrics["hires"]["n"] == 64 and np.isfinite(metrics["hires"]["rfid"])
     assert 5 < metrics["hires"]["psnr"] < 60
     assert json.loads(out.read_text())["hires"]["ssim"] == pytest.approx(metrics["hires"]["ssim"])
+    # each image set has its own cached reference statistics, named by where its images come from
+    cached = {p.name.split("-standin")[0] for p in (tmp_path / "fid_cache").rglob("*-standin*")}
+    assert cached == {"data32-val64", "data32-val64-up64px", "ood-digits1797-32px"}
+

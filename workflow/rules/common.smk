@@ -50,11 +50,13 @@ def launcher(wildcards, resources):
     """`maetok` on CPU, else torchrun with one process per GPU of the job (a derived param: no reruns)."""
     gpus = int(resources.get("gpu", 0))
     return "maetok" if gpus == 0 else f"torchrun --standalone --nproc_per_node={gpus} -m maetok"
+
+
 GENERATORS = list(PARAMS.generator_variants)
-# `nocfg`, `cfg` (sampling.cfg_scale on its interval) or a Table 12 sweep point such as
+# `nocfg`, `cfg` (the generator variant's CFG setting) or a Table 12 sweep point such as
 # `cfg1.9_0-0.75` (scale 1.9 on [0, 0.75]; maetok/sample.py: parse_guidance).
-SWEEP_GUIDANCE = r"cfg\d+(?:\.\d+)?_\d+(?:\.\d+)?-\d+(?:\.\d+)?"
-GUIDANCE = rf"nocfg|cfg|{SWEEP_GUIDANCE}"
+_SWEEP = re.sub(r"\?P<\w+>", "?:", C.SWEEP_GUIDANCE.pattern)  # no named groups inside a wildcard
+GUIDANCE = f"nocfg|cfg|{_SWEEP}"
 
 
 wildcard_constraints:
@@ -64,13 +66,9 @@ wildcard_constraints:
 
 
 def sampling_json(wildcards):
-    """The sampling config of one job: the generator variant's (its `sampling` overrides, e.g.
-    LightningDiT's CFG scale); a Table 12 sweep point takes its sample count from `cfg_sweep`,
-    so editing the sweep reruns only the sweep's jobs."""
-    s = PARAMS.sampling(wildcards.gen)
-    if re.fullmatch(SWEEP_GUIDANCE, wildcards.guidance):
-        s = C.dataclasses.replace(s, num_samples=PARAMS.active.cfg_sweep.num_samples)
-    return cfg_json(s)
+    """The sampling config of one job (Params.job_sampling): the generator variant's, with a Table 12
+    point's own CFG setting and sample count; `nocfg` jobs record the base CFG fields, which they ignore."""
+    return cfg_json(PARAMS.job_sampling(wildcards.gen, wildcards.guidance))
 
 
 def cfg_json(*blocks, **named):

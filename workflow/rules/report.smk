@@ -10,7 +10,7 @@ report: "../report/workflow.rst"
 
 rule make_table:
     input:
-        lambda wc: inputs_for(wc.table, SCALE, RESULTS),
+        lambda wc: inputs_for(wc.table, SCALE, RESULTS, PARAMS),
     output:
         csv=report("tables/{table}.csv", caption="../report/table.rst", category="Tables", subcategory="{table}",
                    labels={"table": "{table}", "format": "CSV"}),

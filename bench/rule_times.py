@@ -27,8 +27,9 @@ def read_times(root: Path, since: float = 0.0) -> dict[str, list[tuple[str, floa
             rows = list(csv.DictReader(f, delimiter="\t"))
         if not rows:
             continue
-        rule = path.relative_to(root).parts[0]
-        job = str(path.relative_to(root / rule).with_suffix(""))
+        rel = path.relative_to(root).with_suffix("")
+        # <rule>/<wildcards...>.tsv, or <rule>.tsv for a rule without wildcards (prepare_data)
+        rule, job = (rel.parts[0], str(rel.relative_to(rel.parts[0]))) if len(rel.parts) > 1 else (rel.name, "")
         times.setdefault(rule, []).append((job, float(rows[-1]["s"])))
     return times
 

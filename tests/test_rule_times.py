@@ -28,13 +28,14 @@ def test_per_rule_times_and_since_filter(tmp_path):
     _write(tmp_path / "train_tokenizer" / "ae.tsv", 200.0, 1000)
     _write(tmp_path / "train_tokenizer" / "vae.tsv", 300.0, 2000)
     _write(tmp_path / "eval_generation" / "ae" / "sit_l" / "nocfg.tsv", 20.0, 2000)
+    _write(tmp_path / "prepare_hires.tsv", 10.0, 500)  # a rule without wildcards
     times = rt.read_times(tmp_path)
     assert times == {"train_tokenizer": [("ae", 200.0), ("vae", 300.0)],
-                     "eval_generation": [("ae/sit_l/nocfg", 20.0)]}
+                     "eval_generation": [("ae/sit_l/nocfg", 20.0)], "prepare_hires": [("", 10.0)]}
     assert rt.read_times(tmp_path, since=1500) == {"train_tokenizer": [("vae", 300.0)],
                                                    "eval_generation": [("ae/sit_l/nocfg", 20.0)]}
     text = rt.table(times)
     first, total = text.splitlines()[1], text.splitlines()[-1]
     assert first.split() == ["train_tokenizer", "2", "200", "250", "300", "8.3"]  # largest total first
-    assert total.split() == ["total", "3", "8.7"]
+    assert total.split() == ["total", "4", "8.8"]
     assert rt.table(times, markdown=True).startswith("| rule | jobs |")

@@ -24,9 +24,10 @@ LOCAL_SLURM = Path(__file__).with_name("local_slurm.sh")
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "sbatch", "sacct")
 ACCOUNT = "ci"  # made for root by local_slurm.sh
 # (rule, partition) of every job Table 4's DAG submits; make_table is a localrule.
-SUBMITTED = sorted([("prepare_data", "cpu"), ("train_standin", "cpu"), ("train_standin", "cpu"),
-                    ("train_standin", "cpu"), ("train_tokenizer", "gpu"), ("finetune_decoder", "gpu"),
-                    ("eval_reconstruction", "cpu")])
+# Table 4: the 256 tokenizer (maetok_main = maetok) and the 512 one (maetok_512, on data_hires).
+SUBMITTED = sorted([("prepare_data", "cpu"), ("prepare_hires", "cpu"), ("train_standin", "cpu"),
+                    ("train_standin", "cpu"), ("train_standin", "cpu")]
+                   + [("train_tokenizer", "gpu"), ("finetune_decoder", "gpu"), ("eval_reconstruction", "cpu")] * 2)
 
 
 def _script(action: str, timeout: int) -> subprocess.CompletedProcess:

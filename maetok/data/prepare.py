@@ -130,8 +130,7 @@ def run_hires(base_dir: str | Path, image_size: int, out_dir: str | Path) -> dic
     storage = (f"the base images upsampled to {image_size} px (bicubic, maetok.utils.images.resize_images)"
                if base["kind"] == "arrays" else f"file list; ADM center crop to {image_size} on read")
     manifest = {**base, "image_size": image_size, "splits": splits, "storage": storage,
-                "derived_from": {"dir": str(base_dir), "manifest_sha256": sha256_file(base_dir / "manifest.json"),
-                                 "image_size": base["image_size"]},
+                "derived_from": {"dir": str(base_dir), "image_size": base["image_size"]},
                 "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out_dir / "manifest.json", manifest)
     return manifest

@@ -299,6 +299,12 @@ class HiresConfig:
 SWEEP_GUIDANCE = re.compile(r"cfg(?P<scale>\d+(?:\.\d+)?)_(?P<low>\d+(?:\.\d+)?)-(?P<high>\d+(?:\.\d+)?)")
 
 
+def sweep_point(guidance: str) -> tuple[float, float, float] | None:
+    """(scale, low, high) of a CFG-sweep guidance name such as "cfg1.9_0-0.75"; None for any other name."""
+    m = SWEEP_GUIDANCE.fullmatch(guidance)
+    return (float(m["scale"]), float(m["low"]), float(m["high"])) if m else None
+
+
 @dataclass(frozen=True)
 class CfgSweepConfig:
     num_samples: int = doc("Samples per point of the CFG scale/interval sweep (paper Table 12 caption: 10,000); "
@@ -406,10 +412,11 @@ class Params:
             return dataclasses.replace(s, cfg_scale=base.sampling.cfg_scale,
                                        cfg_interval_low=base.sampling.cfg_interval_low,
                                        cfg_interval_high=base.sampling.cfg_interval_high)
-        m = SWEEP_GUIDANCE.fullmatch(guidance)
-        if m:
-            return dataclasses.replace(s, cfg_scale=float(m["scale"]), cfg_interval_low=float(m["low"]),
-                                       cfg_interval_high=float(m["high"]), num_samples=base.cfg_sweep.num_samples)
+        point = sweep_point(guidance)
+        if point:
+            scale_, low, high = point
+            return dataclasses.replace(s, cfg_scale=scale_, cfg_interval_low=low, cfg_interval_high=high,
+                                       num_samples=base.cfg_sweep.num_samples)
         return s
 
     def tokenizer(self, variant: str, scale: str | None = None) -> TokenizerConfig:

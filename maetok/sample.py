@@ -32,7 +32,6 @@ from maetok.utils.images import save_grid, to_uint8
 from maetok.utils.io import atomic_path, sha256_file
 
 GUIDANCE = ("nocfg", "cfg")
-SWEEP_NAME = C.SWEEP_GUIDANCE
 
 
 @dataclass(frozen=True)
@@ -45,11 +44,11 @@ def check_guidance(name: str) -> str:
     """`name` if it is a guidance name (see `parse_guidance`), else a ValueError saying what is valid."""
     if name in GUIDANCE:
         return name
-    m = SWEEP_NAME.fullmatch(name)
-    if m is None:
+    point = C.sweep_point(name)
+    if point is None:
         raise ValueError(f"guidance must be 'nocfg', 'cfg' or 'cfg<scale>_<low>-<high>' (e.g. 'cfg1.9_0-0.75'), "
                          f"got {name!r}")
-    if not float(m["low"]) <= float(m["high"]) <= 1.0:
+    if not point[1] <= point[2] <= 1.0:
         raise ValueError(f"guidance {name!r}: the interval needs 0 <= low <= high <= 1")
     return name
 
@@ -61,8 +60,8 @@ def parse_guidance(name: str, cfg: C.SamplingConfig) -> Guidance:
         return Guidance(1.0, (0.0, 1.0))
     if name == "cfg":
         return Guidance(cfg.cfg_scale, (cfg.cfg_interval_low, cfg.cfg_interval_high))
-    m = SWEEP_NAME.fullmatch(name)
-    return Guidance(float(m["scale"]), (float(m["low"]), float(m["high"])))
+    scale, low, high = C.sweep_point(name)
+    return Guidance(scale, (low, high))
 
 
 def sample_latents(model, transport, idx: torch.Tensor, y: torch.Tensor, seed: int, sampler: str, num_steps: int,

@@ -21,6 +21,9 @@ and std of the plain (unflipped) train latents, all elements pooled. Per-channel
 statistics (one mean/std per latent channel, pooled over images and tokens) are stored
 alongside; `GeneratorConfig.latent_norm` picks one.
 
+Precision: the encoder runs at the precision its tokenizer trained in (bf16 autocast when the
+tokenizer's `optim.bf16` is set, as at both scales; recorded as `encode_autocast` in stats.json).
+
 `LatentDataset` serves normalised training batches; each item is the plain or the
 flipped latent at random, as the official `CachedFolder` does (hflip in latent space),
 drawn from a generator seeded by (seed, step) so a resumed run sees the same batches.
@@ -40,6 +43,7 @@ import torch
 from tqdm import tqdm
 
 from maetok.data import ImageDataset, to_unit_range
+from maetok.train.utils import autocast
 from maetok.utils.io import load_npy, sha256_file, write_json
 
 LATENT_DTYPE = np.float16
@@ -107,7 +111,7 @@ class _Moments:
 
 @torch.no_grad()
 def _encode_split(model, ds, out: Path, name: str, flip: bool, batch_size: int, device, workers: int,
-                  moments: _Moments | None, progress: bool) -> int:
+                  moments: _Moments | None, progress: bool, bf16: bool = False) -> int:
     L, H = model.num_latent_tokens, model.latent_dim
     n = len(ds)
     plain = np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=LATENT_DTYPE, shape=(n, L, H))
@@ -120,7 +124,8 @@ def _encode_split(model, ds, out: Path, name: str, flip: bool, batch_size: int, 
         x = to_unit_range(x.to(device))
         views = [(plain, x)] + ([(flipped, x.flip(-1))] if flip else [])
         for j, (dest, xv) in enumerate(views):
-            z = model.encode(xv).float()  # (B, L, H)
+            with autocast(device, bf16):
+                z = model.encode(xv).float()  # (B, L, H)
             if tuple(z.shape[1:]) != (L, H):
                 raise LatentCacheError(f"tokenizer encode returned {tuple(z.shape)}, expected (B, {L}, {H})")
             if not torch.isfinite(z).all() or z.abs().max() > FP16_MAX:
@@ -145,8 +150,11 @@ def cache_latents(tokenizer_path: str | Path, data_dir: str | Path, out_dir: str
     return stats.json's dict."""
     t0 = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, _, _ = load_tokenizer(tokenizer_path, device)
+    model, tok_cfg, _ = load_tokenizer(tokenizer_path, device)
     model.eval()
+    # Encode at the precision the tokenizer trained in (bf16 autocast when its optim.bf16 is set):
+    # 1.9x faster on these CPUs; the cache stores float16 anyway.
+    bf16 = bool(getattr(getattr(tok_cfg, "optim", None), "bf16", False))
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -154,8 +162,9 @@ def cache_latents(tokenizer_path: str | Path, data_dir: str | Path, out_dir: str
         train, val = ImageDataset(data_dir, "train"), ImageDataset(data_dir, "val")
         moments = _Moments(model.latent_dim)
         counts = {"train": _encode_split(model, train, tmp, "train", hflip, batch_size, device, workers, moments,
-                                         progress),
-                  "val": _encode_split(model, val, tmp, "val", False, batch_size, device, workers, None, progress)}
+                                         progress, bf16),
+                  "val": _encode_split(model, val, tmp, "val", False, batch_size, device, workers, None, progress,
+                                       bf16)}
         stats = {
             **moments.stats(),
             "stats_from": "train split, unflipped latents, all elements pooled (channel_*: pooled per channel)",
@@ -167,6 +176,7 @@ def cache_latents(tokenizer_path: str | Path, data_dir: str | Path, out_dir: str
             "counts": counts,
             "hflip": hflip,
             "dtype": np.dtype(LATENT_DTYPE).name,
+            "encode_autocast": "bf16" if bf16 else "off",
             "tokenizer_path": str(tokenizer_path),
             "tokenizer_sha256": sha256_file(tokenizer_path),
             "seconds": round(time.perf_counter() - t0, 1),

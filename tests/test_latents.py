@@ -106,3 +106,23 @@ def test_wrong_tokenizer_is_detected(cached):
         LatentStats.load(out).check_tokenizer("0" * 64, "generator g.safetensors")
     with pytest.raises(LatentCacheError, match="cache_latents"):
         LatentStats.load(out.parent / "missing")
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_encoder_runs_at_the_tokenizers_training_precision(tmp_path, monkeypatch, bf16):
+    """The cache encodes under bf16 autocast exactly when the tokenizer trained with optim.bf16."""
+    seen = []
+
+    class Recording(FakeTokenizer):
+        def encode(self, x):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return super().encode(x)
+
+    cfg = type("Cfg", (), {"optim": type("Optim", (), {"bf16": bf16})()})()
+    monkeypatch.setattr(latents, "load_tokenizer", lambda path, device: (Recording().eval(), cfg, {}))
+    tok = tmp_path / "tok.safetensors"
+    tok.write_bytes(b"tokenizer")
+    stats = cache_latents(tok, write_data(tmp_path / "data"), tmp_path / "latents", batch_size=16, progress=False,
+                          device="cpu")
+    assert seen and all(s == bf16 for s in seen)
+    assert stats["encode_autocast"] == ("bf16" if bf16 else "off")

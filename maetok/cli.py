@@ -16,6 +16,7 @@ from pathlib import Path
 
 from maetok import config as C
 from maetok.commands import add_config_args, check_outputs, load_config
+from maetok.utils.malloc import retain_freed_memory
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -263,6 +264,7 @@ def _user_errors() -> tuple[type, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    retain_freed_memory()  # big-batch CPU jobs: freed tensors reused, not re-faulted (maetok/utils/malloc.py)
     try:
         return args.func(args)
     except _user_errors() as e:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -159,26 +160,39 @@ def fidelity_metrics(images, reference, eval_cfg: C.EvaluationConfig, evaluator_
               # tiny: in-memory arrays, loader workers only cost start-up time; paper: decode JPEGs in 4 workers
               "save_cpu_ram": eval_cfg.feature_network == "standin"}
     torch_home = eval_cfg.torch_home if eval_cfg.feature_network == "inception" else str(cache_dir)
+    main_wanted = "fid" in metrics or "isc" in metrics
+    # One feature network for every metric (tiny): the second call reads the images' features back
+    # from a per-call cache entry instead of running the network over them again; removed at the end.
+    input1 = {}
+    if main_wanted and "prc" in metrics and nets["main"] == nets["prc"]:
+        input1 = {"input1_cache_name": f"input1-{os.getpid()}-{uuid.uuid4().hex}"}
     out = {}
-    with _torch_home(torch_home):
-        if "fid" in metrics or "isc" in metrics:
-            cache = {"cache": ref_tag is not None, "input2_cache_name": f"{ref_tag}-{nets['tag']['main']}"} \
-                if ref_tag else {"cache": False}
-            m = torch_fidelity.calculate_metrics(input1=inp1, input2=ref if "fid" in metrics else None,
-                                                 fid="fid" in metrics, isc="isc" in metrics,
-                                                 **nets["main"], **common, **cache)
-            if "fid" in metrics:
-                out["fid"] = float(m["frechet_inception_distance"])
-            if "isc" in metrics:
-                out["isc_mean"], out["isc_std"] = float(m["inception_score_mean"]), float(m["inception_score_std"])
-        if "prc" in metrics:
-            prc_ref, cache = ref, {"cache": False}
-            if len(ref) > prc_reference_size:
-                idx = np.sort(np.random.default_rng(seed).choice(len(ref), prc_reference_size, replace=False))
-                prc_ref = torch.utils.data.Subset(ref, idx.tolist())
-            if ref_tag is not None:
-                cache = {"cache": True, "input2_cache_name": f"{ref_tag}-sub{len(prc_ref)}s{seed}-{nets['tag']['prc']}"}
-            m = torch_fidelity.calculate_metrics(input1=inp1, input2=prc_ref, prc=True, **nets["prc"], **common,
-                                                 **cache)
-            out["precision"], out["recall"] = float(m["precision"]), float(m["recall"])
+    try:
+        with _torch_home(torch_home):
+            if main_wanted:
+                cache = {"cache": ref_tag is not None, "input2_cache_name": f"{ref_tag}-{nets['tag']['main']}"} \
+                    if ref_tag else {"cache": False}
+                cache["cache"] |= bool(input1)
+                m = torch_fidelity.calculate_metrics(input1=inp1, input2=ref if "fid" in metrics else None,
+                                                     fid="fid" in metrics, isc="isc" in metrics,
+                                                     **nets["main"], **common, **cache, **input1)
+                if "fid" in metrics:
+                    out["fid"] = float(m["frechet_inception_distance"])
+                if "isc" in metrics:
+                    out["isc_mean"], out["isc_std"] = float(m["inception_score_mean"]), float(m["inception_score_std"])
+            if "prc" in metrics:
+                prc_ref, cache = ref, {"cache": bool(input1)}
+                if len(ref) > prc_reference_size:
+                    idx = np.sort(np.random.default_rng(seed).choice(len(ref), prc_reference_size, replace=False))
+                    prc_ref = torch.utils.data.Subset(ref, idx.tolist())
+                if ref_tag is not None:
+                    cache = {"cache": True,
+                             "input2_cache_name": f"{ref_tag}-sub{len(prc_ref)}s{seed}-{nets['tag']['prc']}"}
+                m = torch_fidelity.calculate_metrics(input1=inp1, input2=prc_ref, prc=True, **nets["prc"], **common,
+                                                     **cache, **input1)
+                out["precision"], out["recall"] = float(m["precision"]), float(m["recall"])
+    finally:
+        if input1:
+            for f in Path(cache_dir).glob(f"{input1['input1_cache_name']}-*"):
+                f.unlink(missing_ok=True)
     return out

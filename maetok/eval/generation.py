@@ -53,12 +53,14 @@ def label_accuracy(images: np.ndarray, labels: np.ndarray, evaluator: str, batch
 
     from maetok.models import standins
 
-    net = standins.load_weights(standins.Evaluator(), evaluator).eval()
+    net = standins.load_weights(standins.Evaluator(), evaluator).eval().to(memory_format=torch.channels_last)
     x = torch.from_numpy(images).permute(0, 3, 1, 2)
-    with torch.no_grad():
-        pred = torch.cat([net.head(net(standins.to_model_input(x[i:i + batch_size]))[1]).argmax(1)
-                          for i in range(0, len(x), batch_size)])
-    return float((pred.numpy() == labels).mean())
+    preds = []
+    with torch.no_grad():  # channels-last, as the FID feature extractor (standins.EvaluatorFeatureExtractor)
+        for i in range(0, len(x), batch_size):
+            batch = standins.to_model_input(x[i:i + batch_size]).contiguous(memory_format=torch.channels_last)
+            preds.append(net.head(net(batch)[1]).argmax(1))
+    return float((torch.cat(preds).numpy() == labels).mean())
 
 
 def eval_generation(samples: str | Path, data_dir: str | Path, cfg: C.EvaluationConfig, evaluator: str | None,

@@ -318,7 +318,7 @@ def teacher_features(backbone, x, grid):
     x: (B, 3, H, W) in [-1, 1] -> (B, grid * grid, C). The caller keeps `backbone` frozen
     and in eval mode; this plays the role of DINOv2 / SigLIP patch tokens (spec §2.7).
     """
-    f = backbone.forward_features(x)[-1]
+    f = backbone.forward_features(x.contiguous(memory_format=torch.channels_last))[-1]
     if f.shape[-2:] != (grid, grid):
         f = F.interpolate(f, size=(grid, grid), mode="bilinear", align_corners=False)
     return f.flatten(2).transpose(1, 2)  # (B, grid*grid, C)
@@ -373,7 +373,7 @@ class EvaluatorFeatureExtractor(FeatureExtractorBase):
         if feature_extractor_weights_path is None:
             raise ValueError(f"'{name}' needs feature_extractor_weights_path (the trained evaluator weights); "
                              "it is never used with random weights.")
-        self.net = load_weights(Evaluator(), feature_extractor_weights_path)
+        self.net = load_weights(Evaluator(), feature_extractor_weights_path).to(memory_format=torch.channels_last)
         self.requires_grad_(False).eval()
 
     @staticmethod
@@ -396,7 +396,8 @@ class EvaluatorFeatureExtractor(FeatureExtractorBase):
         x = x.float() / 127.5 - 1.0
         if x.shape[-2:] != (IMG_SIZE, IMG_SIZE):
             x = F.interpolate(x, size=(IMG_SIZE, IMG_SIZE), mode="bilinear", antialias=True, align_corners=False)
-        feat = self.net(x)[1]
+        # channels-last: oneDNN's preferred layout on CPU, 1.4x faster here (features equal to ~1e-6)
+        feat = self.net(x.contiguous(memory_format=torch.channels_last))[1]
         out = {"feat": feat, "logits_unbiased": feat @ self.net.head.weight.T}
         return tuple(out[k] for k in self.features_list)
 

@@ -79,7 +79,7 @@ def _standin_teacher(name: str, aux_dir: str | Path, patch_size: int) -> tuple[C
     role = f"teacher-{name}"
     path = Path(aux_dir) / STANDIN_FILES[name]
     net = standins.load_weights(standins.Standin_models[role](), path)
-    net.requires_grad_(False).eval()
+    net.requires_grad_(False).eval().to(memory_format=torch.channels_last)  # as teacher_features' input
     return (_on_device(net, lambda x: standins.teacher_features(net, x.float(), x.shape[-1] // patch_size)),
             net.num_features)
 

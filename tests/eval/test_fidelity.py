@@ -11,7 +11,7 @@ import torch
 
 from maetok import config as C
 from maetok.eval.fidelity import FidelityError, fidelity_metrics
-from maetok.models.standins import Evaluator, save_weights, seeded
+from maetok.models.standins import Evaluator, EvaluatorFeatureExtractor, save_weights, seeded
 
 
 @pytest.fixture
@@ -56,6 +56,22 @@ def test_reference_directory_is_cached(setup, tmp_path):
     again = fidelity_metrics(images[:100], d, cfg, weights, cache, metrics=("fid", "prc"), prc_reference_size=150)
     assert again == first
     assert sorted(p.name for p in cache.iterdir()) == files
+
+
+def test_images_pass_a_shared_network_once(setup, tmp_path, monkeypatch):
+    """At tiny scale FID/IS and precision/recall use one network: the images' features are extracted
+    once and read back by the second torch-fidelity call; the temporary cache entry is removed."""
+    weights, images, cfg = setup
+    seen = []
+    forward = EvaluatorFeatureExtractor.forward
+    monkeypatch.setattr(EvaluatorFeatureExtractor, "forward", lambda self, x: seen.append(len(x)) or forward(self, x))
+    cache, ref = tmp_path / "cache", images[:200]
+    both = fidelity_metrics(images, ref, cfg, weights, cache, metrics=("fid", "isc", "prc"))
+    assert sum(seen) == len(images) + 2 * len(ref)  # the unnamed reference is not cached: once per call
+    assert not list(cache.glob("input1-*"))
+    separate = {**fidelity_metrics(images, ref, cfg, weights, cache, metrics=("fid", "isc")),
+                **fidelity_metrics(images, ref, cfg, weights, cache, metrics=("prc",))}
+    assert both == pytest.approx(separate)
 
 
 def test_missing_weights_are_clear_errors(setup, tmp_path):

@@ -88,9 +88,10 @@ def test_teacher_features_resample_to_the_patch_grid():
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     last = model.forward_features(x)[-1]  # (2, 128, 8, 8)
     same = teacher_features(model, x, grid=8)
-    assert same.shape == (2, 64, 128) and torch.allclose(same, last.flatten(2).transpose(1, 2))
+    # teacher_features runs channels-last (another conv kernel): equal to float rounding
+    assert same.shape == (2, 64, 128) and torch.allclose(same, last.flatten(2).transpose(1, 2), atol=1e-5)
     half = teacher_features(model, x, grid=4)  # bilinear /2 without align_corners = 2x2 mean
-    assert torch.allclose(half, F.avg_pool2d(last, 2).flatten(2).transpose(1, 2), atol=1e-6)
+    assert torch.allclose(half, F.avg_pool2d(last, 2).flatten(2).transpose(1, 2), atol=1e-5)
 
 
 def test_weights_round_trip_through_safetensors(tmp_path):

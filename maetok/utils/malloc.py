@@ -4,8 +4,8 @@ glibc serves an allocation above its mmap threshold (at most 32 MiB by default) 
 `mmap` and hands it back to the kernel on `free`. A batch-500 evaluation allocates and frees
 such tensors for every layer, and each new mapping is zero-filled page by page: `maetok
 eval-generation` at tiny scale spent 10 of its 28 s in the kernel on 5 million page faults.
-Raising the mmap and trim thresholds lets freed blocks be reused instead (measured on the
-2-core CI machine, one thread: eval-generation 28.5 -> 19.3 s, eval-reconstruction 47.7 ->
+Raising the mmap and trim thresholds lets freed blocks be reused instead (measured on this
+2-core machine, one thread, malloc tuning alone: eval-generation 28.5 -> 18.7 s, eval-reconstruction 47.7 ->
 36.2 s; results identical). Peak resident memory can grow by up to the largest freed block.
 """
 

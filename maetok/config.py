@@ -135,7 +135,11 @@ class TokenizerLossConfig:
     perceptual_weight: float = doc("lambda_1 of Eq. 6 (paper §4.1: 1.0).")
     perceptual_warmup_steps: int = doc("Linear ramp of the perceptual weight (code: 10K; paper: none -> 0).")
     perceptual_stage1: bool = doc("Perceptual term in stage 1 (paper Eq. 6: yes). false moves it to stage 2 "
-                                  "for variants that have one (tiny budget); others keep it in stage 1.")
+                                  "for variants that have one, and to the last `perceptual_last_steps` "
+                                  "stage-1 steps for those that do not (tiny budget).")
+    perceptual_last_steps: int = doc("With perceptual_stage1 false, a variant without stage 2 has the perceptual "
+                                     "term during its last N stage-1 steps (0: never). Unused when "
+                                     "perceptual_stage1 is true.")
     disc_weight: float = doc("lambda_2 of Eq. 6, times the adaptive weight (paper §4.1: 0.4). 0 disables the GAN.")
     disc_start: int = doc("Step at which the adversarial loss starts (paper Table 7: 30K).")
     lecam_weight: float = doc("LeCAM regularisation of the discriminator (paper Table 7: 0.001).")

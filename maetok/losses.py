@@ -393,7 +393,8 @@ class TokenizerLoss(nn.Module):
 
     perceptual: a `PerceptualLoss`, or None for no perceptual term.
     discriminator: a `Discriminator`, or None for no GAN at all.
-    perceptual_weight (lambda1) ramps linearly over `perceptual_warmup` steps (0 = none).
+    perceptual_weight (lambda1) is 0 before step `perceptual_start`, then ramps linearly over
+    `perceptual_warmup` steps (0 = none).
     disc_weight (lambda2) applies from `disc_start` on (the adversarial term is exactly 0
     before, and D is not run). With `adaptive=True` the adversarial term is scaled by
     `adaptive_weight` at the decoder's last layer.
@@ -406,6 +407,7 @@ class TokenizerLoss(nn.Module):
     """
 
     def __init__(self, perceptual=None, discriminator=None, *, perceptual_weight=1.0, perceptual_warmup=0,
+                 perceptual_start=0,
                  disc_weight=0.4, disc_start=30_000, adaptive=True, max_d_weight=1e4, lecam_weight=1e-3,
                  lecam_decay=0.999, cr_weight=0.0, diffaug_policy="color,translation,cutout_0.2", diffaug_prob=0.5,
                  cr_policy="color,translation,cutout_0.5", kl_weight=1e-6):
@@ -414,6 +416,7 @@ class TokenizerLoss(nn.Module):
         self.discriminator = discriminator
         self.lecam = LeCAM(lecam_decay)
         self.perceptual_weight, self.perceptual_warmup = perceptual_weight, perceptual_warmup
+        self.perceptual_start = perceptual_start
         self.disc_weight, self.disc_start = disc_weight, disc_start
         self.adaptive, self.max_d_weight = adaptive, max_d_weight
         self.lecam_weight, self.cr_weight = lecam_weight, cr_weight
@@ -425,9 +428,10 @@ class TokenizerLoss(nn.Module):
         return self.discriminator is not None and self.disc_weight > 0 and step >= self.disc_start
 
     def perceptual_factor(self, step):
-        if self.perceptual is None:
+        if self.perceptual is None or step < self.perceptual_start:
             return 0.0
-        ramp = min(1.0, step / self.perceptual_warmup) if self.perceptual_warmup > 0 else 1.0
+        since = step - self.perceptual_start
+        ramp = min(1.0, since / self.perceptual_warmup) if self.perceptual_warmup > 0 else 1.0
         return self.perceptual_weight * ramp
 
     def _augment(self, x):
@@ -443,7 +447,8 @@ class TokenizerLoss(nn.Module):
         zero = x_rec.new_zeros(())
         rec = F.mse_loss(x_rec, x)
         p_factor = self.perceptual_factor(step)
-        percep = self.perceptual(x_rec, x) if self.perceptual is not None else zero
+        on = self.perceptual is not None and step >= self.perceptual_start  # off: the network is not run
+        percep = self.perceptual(x_rec, x) if on else zero
         nll = rec + p_factor * percep
         g_adv, d_weight = zero, zero
         if self.gan_active(step):

@@ -130,12 +130,17 @@ def _batches(dataset: ImageDataset, batch_size: int, seed: int, start: int, rank
 
 def build_loss(cfg: C.TokenizerConfig, aux_dir: str, stage: int = 1) -> losses.TokenizerLoss:
     """Eq. 6 with the configured perceptual network and discriminator backbone (stand-in or pretrained).
-    `loss.perceptual_stage1: false` leaves the perceptual term to stage 2 (the tiny budget) when the
-    variant has a stage 2; without one (AE, VAE) stage 1 keeps it."""
+    `loss.perceptual_stage1: false` (the tiny budget) leaves the perceptual term to stage 2 when the
+    variant has one; without one (AE, VAE, most ablations) it covers the last
+    `loss.perceptual_last_steps` stage-1 steps, so every tokenizer ends with the full Eq. 6."""
     L, net = cfg.loss, cfg.networks
     perceptual = disc = None
-    if stage == 1 and not L.perceptual_stage1 and cfg.finetune.enabled:
-        L = C.dataclasses.replace(L, perceptual_weight=0.0)
+    start = 0
+    if stage == 1 and not L.perceptual_stage1:
+        last = 0 if cfg.finetune.enabled else min(L.perceptual_last_steps, cfg.optim.steps)
+        if last == 0:
+            L = C.dataclasses.replace(L, perceptual_weight=0.0)
+        start = cfg.optim.steps - last
     if net.kind == "standin":
         # STAND-IN: the label-supervised teacher CNN plays LPIPS-VGG and the DINO discriminator backbone.
         def backbone():
@@ -153,7 +158,8 @@ def build_loss(cfg: C.TokenizerConfig, aux_dir: str, stage: int = 1) -> losses.T
             b = losses.dino_vits16(net.disc_weights, net.disc_model)
             disc = losses.Discriminator(b, [b.vit.embed_dim] * len(b.taps))
     return losses.TokenizerLoss(perceptual, disc, perceptual_weight=L.perceptual_weight,
-                                perceptual_warmup=L.perceptual_warmup_steps, disc_weight=L.disc_weight,
+                                perceptual_warmup=L.perceptual_warmup_steps, perceptual_start=start,
+                                disc_weight=L.disc_weight,
                                 disc_start=L.disc_start, lecam_weight=L.lecam_weight,
                                 diffaug_prob=0.5 if L.diffaug else 0.0, kl_weight=cfg.model.kl_weight)
 

@@ -90,12 +90,31 @@ def test_full_loss_with_standin_teachers_perceptual_and_gan(tmp_path, tiny_data,
 
 
 @pytest.mark.parametrize("finetune", [True, False])
-def test_perceptual_moves_to_stage2_only_when_there_is_one(standin_dir, finetune):
-    cfg = tok_cfg(loss={"perceptual_weight": 0.1, "perceptual_stage1": False}, finetune={"enabled": finetune})
-    assert (build_loss(cfg, standin_dir, 1).perceptual is None) == finetune
+def test_perceptual_moves_to_stage2_or_the_last_stage1_steps(standin_dir, finetune):
+    cfg = tok_cfg(loss={"perceptual_weight": 0.1, "perceptual_stage1": False, "perceptual_last_steps": 2},
+                  optim={"steps": 5}, finetune={"enabled": finetune})
+    stage1 = build_loss(cfg, standin_dir, 1)
+    assert (stage1.perceptual is None) == finetune
+    # without a stage 2: off for steps 0-2, on for the last two (3, 4)
+    expected = [0.0] * 5 if finetune else [0.0, 0.0, 0.0, 0.1, 0.1]
+    assert [stage1.perceptual_factor(s) for s in range(5)] == pytest.approx(expected)
     assert build_loss(cfg, standin_dir, 2).perceptual_factor(0) == pytest.approx(0.1)
     paper = C.dataclasses.replace(cfg, loss=C.dataclasses.replace(cfg.loss, perceptual_stage1=True))
     assert build_loss(paper, standin_dir, 1).perceptual_factor(0) == pytest.approx(0.1)
+
+
+def test_perceptual_network_runs_only_inside_its_window(standin_dir):
+    cfg = tok_cfg(loss={"perceptual_weight": 0.1, "perceptual_stage1": False, "perceptual_last_steps": 2},
+                  optim={"steps": 5}, finetune={"enabled": False})
+    loss = build_loss(cfg, standin_dir, 1)
+    calls = []
+    loss.perceptual.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    x_rec = (x + 0.1 * torch.randn_like(x)).clamp(-1, 1)
+    before, inside = loss.generator_loss(x, x_rec, 2), loss.generator_loss(x, x_rec, 3)
+    assert len(calls) == 1
+    assert before["perceptual"] == 0 and inside["perceptual"] > 0
+    assert inside["loss"] > before["loss"]
 
 
 def test_vae_reports_kl(tmp_path, tiny_data):

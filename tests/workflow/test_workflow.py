@@ -88,3 +88,25 @@ def test_hires_tokenizer_chain_reads_the_hires_data(repo):
         assert lines and all("--data results/tiny/data_hires " in line for line in lines), command
     train = next(line for line in out.splitlines() if "train-tokenizer" in line)
     assert '"image_size": 64' in train
+
+
+def _job_blocks(dry_run: str) -> list[str]:
+    return re.split(r"\n(?=\[[^\]]*\d{4}\]\n)", dry_run)
+
+
+def test_tokenizer_chains_are_scheduled_first_and_the_2x_one_before_all(repo):
+    """Tokenizer jobs carry a priority (the roots of the longest chains), the hires one the highest;
+    the generator rules keep the default 0."""
+    r = snakemake(repo, "tables/table3.csv", "tables/table1.csv", "-n", "--forceall")
+    assert r.returncode == 0, r.stderr[-3000:]
+    priority = {}
+    for block in _job_blocks(r.stdout):
+        rule = re.search(r"^rule (\w+):", block, re.M)
+        tok = re.search(r"wildcards: .*tok=(\w+)", block)
+        if rule:
+            level = re.search(r"priority: (\d+)", block)
+            priority[(rule[1], tok[1] if tok else None)] = int(level[1]) if level else 0
+    assert priority[("train_tokenizer", "maetok_512")] == priority[("finetune_decoder", "maetok_512")] == 2
+    assert priority[("train_tokenizer", "ae")] == priority[("finetune_decoder", "maetok")] == 1
+    assert {p for (rule, _), p in priority.items() if rule in ("train_generator", "sample_generator",
+                                                               "cache_latents")} == {0}

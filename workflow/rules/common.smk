@@ -116,6 +116,17 @@ def tok_data_cfg(wildcards):
     return tokenizer_data_config(wildcards.tok)
 
 
+def tokenizer_priority(wildcards):
+    """Scheduling order (higher first): tokenizer training before the generator work of other chains.
+
+    A tokenizer is the root of the longest chains of the DAG (stage 1 -> stage 2 -> latents ->
+    generators -> samplings), the 2x-resolution ones longest of all. Left to input size, Snakemake
+    started `maetok_512` (a 20-min stage 1 at tiny) 94 min into `rule all`, and its chain then
+    ran alone on one core for the last ~30 min. Tokenizers first keeps both cores busy to the end.
+    """
+    return 2 if PARAMS.resolution(wildcards.tok) == "hires" else 1
+
+
 @functools.cache
 def canonical_tokenizer(tok):
     """The first variant (in params.yaml order) whose merged config and data equal `tok`'s at this scale.

@@ -38,6 +38,7 @@ rule train_tokenizer:
         launch=launcher,
         aux=AUX,
         tags=shared_tokenizer_tags,
+    priority: tokenizer_priority
     threads: JOB_THREADS
     log:
         f"logs/{SCALE}/train_tokenizer/{{tok}}.log",
@@ -66,6 +67,7 @@ rule finetune_decoder:
         launch=launcher,
         aux=AUX,
         tags=shared_tokenizer_tags,
+    priority: tokenizer_priority
     threads: JOB_THREADS
     log:
         f"logs/{SCALE}/finetune_decoder/{{tok}}.log",

@@ -315,6 +315,12 @@ def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     if (at.model.size, at.optim.steps) != (pt.model.size, pt.optim.steps):
         gan = (f"; GAN loss weight {at.loss.disc_weight} (paper {pt.loss.disc_weight})"
                if at.loss.disc_weight != pt.loss.disc_weight else "")
+        if (at.loss.perceptual_weight, at.loss.perceptual_stage1) != (pt.loss.perceptual_weight,
+                                                                      pt.loss.perceptual_stage1):
+            when = ("" if at.loss.perceptual_stage1 else
+                    f", only in stage 2 or, without one, the last {at.loss.perceptual_last_steps:,} stage-1 steps")
+            gan += (f"; perceptual loss weight {at.loss.perceptual_weight}{when} "
+                    f"(paper {pt.loss.perceptual_weight}, every step)")
         steps = []  # per distinct schedule of this table's tokenizers (maetok_main trains 2x at paper scale)
         for t in toks:
             ta, tp = params.tokenizer(t, scale), params.tokenizer(t, "paper")

@@ -130,7 +130,8 @@ def test_table1_rows_and_columns(tmp_path, params):
         assert f"## {heading}" in md
     assert "rFID (ours) | rFID (paper)" in md
     for footnote in ("Fashion-MNIST", "MAETok-XS", "MAETok-B/16", "SiT-T/1", "SiT-L/1", "stand-in CNNs", "DINOv2",
-                     "Inception", "5,000 generated samples instead of 50,000", "NOT comparable"):
+                     "Inception", "5,000 generated samples instead of 50,000", "NOT comparable",
+                     "perceptual loss weight 0.1, only in stage 2 or, without one, the last 200 stage-1 steps"):
         assert footnote in md, footnote
     assert "COCO" not in md  # table1 has no out-of-domain column
 

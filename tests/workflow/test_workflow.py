@@ -94,18 +94,20 @@ def _job_blocks(dry_run: str) -> list[str]:
     return re.split(r"\n(?=\[[^\]]*\d{4}\]\n)", dry_run)
 
 
-def test_tokenizer_chains_are_scheduled_first_and_the_2x_one_before_all(repo):
-    """Tokenizer jobs carry a priority (the roots of the longest chains), the hires one the highest;
-    the generator rules keep the default 0."""
+def test_teachers_then_tokenizers_are_scheduled_first(repo):
+    """The teachers come first (every aux-target tokenizer waits for them), then the tokenizers (the
+    roots of the longest chains), the hires one before the others; generator rules keep the default 0."""
     r = snakemake(repo, "tables/table3.csv", "tables/table1.csv", "-n", "--forceall")
     assert r.returncode == 0, r.stderr[-3000:]
     priority = {}
     for block in _job_blocks(r.stdout):
         rule = re.search(r"^rule (\w+):", block, re.M)
-        tok = re.search(r"wildcards: .*tok=(\w+)", block)
+        tok = re.search(r"wildcards: .*(?:tok|role)=(\w+)", block)
         if rule:
             level = re.search(r"priority: (\d+)", block)
             priority[(rule[1], tok[1] if tok else None)] = int(level[1]) if level else 0
+    assert priority[("train_standin", "teacher_dino")] == priority[("train_standin", "teacher_clip")] == 3
+    assert priority[("train_standin", "evaluator")] == 1
     assert priority[("train_tokenizer", "maetok_512")] == priority[("finetune_decoder", "maetok_512")] == 2
     assert priority[("train_tokenizer", "ae")] == priority[("finetune_decoder", "maetok")] == 1
     assert {p for (rule, _), p in priority.items() if rule in ("train_generator", "sample_generator",

@@ -116,15 +116,20 @@ def tok_data_cfg(wildcards):
     return tokenizer_data_config(wildcards.tok)
 
 
+# Scheduling order (`priority:`, higher first; Snakemake does not pass a job's priority on to the
+# jobs it waits for). A tokenizer is the root of the longest chains of the DAG (stage 1 -> stage
+# 2 -> latents -> generators -> samplings), the 2x-resolution ones longest of all. Left to input
+# size, Snakemake started `maetok_512` (a 20-min stage 1 at tiny) 94 min into `rule all`, and its
+# chain then ran alone on one core for the last ~30 min; and it trained the DINO-type teacher,
+# which 8 of Table 1's tokenizers wait for, only after 11 other jobs. So: the teachers first,
+# then the tokenizers (the 2x ones before the rest), then everything else.
 def tokenizer_priority(wildcards):
-    """Scheduling order (higher first): tokenizer training before the generator work of other chains.
-
-    A tokenizer is the root of the longest chains of the DAG (stage 1 -> stage 2 -> latents ->
-    generators -> samplings), the 2x-resolution ones longest of all. Left to input size, Snakemake
-    started `maetok_512` (a 20-min stage 1 at tiny) 94 min into `rule all`, and its chain then
-    ran alone on one core for the last ~30 min. Tokenizers first keeps both cores busy to the end.
-    """
     return 2 if PARAMS.resolution(wildcards.tok) == "hires" else 1
+
+
+def standin_priority(wildcards):
+    """The teachers gate the tokenizers; the FID evaluator only the evaluation jobs."""
+    return 3 if wildcards.role.startswith("teacher") else 1
 
 
 @functools.cache

@@ -13,6 +13,7 @@ rule train_standin:
         cfg=cfg_json(standins=PARAMS.active.standins, seed=PARAMS.seed),
         role=lambda wc: wc.role.replace("_", "-"),
         tags=mlflow_tags,
+    priority: standin_priority
     threads: JOB_THREADS
     log:
         f"logs/{SCALE}/train_standin/{{role}}.log",

@@ -427,8 +427,12 @@ class TokenizerLoss(nn.Module):
         """Whether D is trained and the adversarial term is on at this global step."""
         return self.discriminator is not None and self.disc_weight > 0 and step >= self.disc_start
 
+    def perceptual_active(self, step):
+        """Whether the perceptual network runs at this global step (from `perceptual_start` on)."""
+        return self.perceptual is not None and step >= self.perceptual_start
+
     def perceptual_factor(self, step):
-        if self.perceptual is None or step < self.perceptual_start:
+        if not self.perceptual_active(step):
             return 0.0
         since = step - self.perceptual_start
         ramp = min(1.0, since / self.perceptual_warmup) if self.perceptual_warmup > 0 else 1.0
@@ -447,8 +451,7 @@ class TokenizerLoss(nn.Module):
         zero = x_rec.new_zeros(())
         rec = F.mse_loss(x_rec, x)
         p_factor = self.perceptual_factor(step)
-        on = self.perceptual is not None and step >= self.perceptual_start  # off: the network is not run
-        percep = self.perceptual(x_rec, x) if on else zero
+        percep = self.perceptual(x_rec, x) if self.perceptual_active(step) else zero
         nll = rec + p_factor * percep
         g_adv, d_weight = zero, zero
         if self.gan_active(step):

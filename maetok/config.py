@@ -163,6 +163,9 @@ class OptimConfig:
     ckpt_every: int = doc("Steps between resumable checkpoints.")
     log_every: int = doc("Steps between logged losses.")
     bf16: bool = doc("bf16 autocast (GPU, and CPU where it pays).")
+    compile: bool = doc("torch.compile the trained networks (MAETOK_NO_COMPILE=1 turns it off for one run); "
+                        "the first compile of a shape takes ~30-60 s on a CPU and is cached on disk.",
+                        default=False)  # a default: files written before this key existed still load
 
     def check(self, path: str) -> None:
         _positive(self, path, "batch_size", "lr", "steps", "ckpt_every", "log_every")
@@ -179,6 +182,7 @@ class FinetuneConfig:
     mask_start: float = doc("Mask ratio at the start of stage 2 (paper §4.1: 0.6).")
     anneal_steps: int = doc("Steps over which the mask ratio falls linearly to 0 (paper §4.1: 50K).")
     lr: float = doc("Stage-2 base learning rate.")
+    compile: bool = doc("torch.compile the decoder in stage 2 (as optim.compile in stage 1).", default=False)
 
     def check(self, path: str) -> None:
         _positive(self, path, "steps", "lr")

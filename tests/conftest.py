@@ -24,10 +24,12 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 def _quiet_single_thread(monkeypatch):
     """Every test: one torch thread (tiny tensors gain nothing from intra-op threads, and on a
     busy 2-core machine the hand-offs cost seconds; results do not depend on it) and no MLflow
-    (tests must not write results/mlflow.db)."""
+    (tests must not write results/mlflow.db) and no torch.compile (each short training would pay
+    a compile; tests/train/test_tokenizer_training.py checks the compiled path once)."""
     import torch
 
     monkeypatch.setenv("MAETOK_NO_MLFLOW", "1")
+    monkeypatch.setenv("MAETOK_NO_COMPILE", "1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

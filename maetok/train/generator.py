@@ -40,6 +40,7 @@ from maetok.train.utils import (
     check_finite,
     cleanup_distributed,
     clip_grad_norm,
+    compile_modules,
     ema_decay_at,
     index_stream,
     lr_at,
@@ -134,6 +135,7 @@ def train_generator(cfg: C.GeneratorConfig, job: GeneratorJob) -> dict:
     stats = data.stats
     model = build_generator(cfg, stats.num_latent_tokens, stats.latent_dim, stats.num_classes).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
+    compile_modules([model], oc.compile)
     transport = build_transport(cfg.transport)
     lr = oc.lr * (oc.batch_size / 256 if oc.lr_batch_scaling else 1.0)
     opt = adamw(param_groups(model, oc.weight_decay), lr, (oc.beta1, oc.beta2))

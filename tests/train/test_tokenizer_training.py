@@ -269,3 +269,31 @@ def test_eval_reports_the_largest_training_size(tmp_path, tiny_data, standin_dir
     cached = {p.name.split("-standin")[0] for p in (tmp_path / "fid_cache").rglob("*-standin*")}
     assert cached == {"data32-val64", "data32-val64-up64px", "ood-digits1797-32px"}
 
+
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path, tiny_data, monkeypatch):
+    """optim.compile: the encoder and the decoders are compiled, and two steps give the weights of
+    eager training (to fp32 rounding) in the same file layout. Every other test runs with
+    MAETOK_NO_COMPILE=1 (conftest), which must really turn it off."""
+    from maetok.train import tokenizer as T
+
+    compiled = []
+
+    def spy(modules, enabled):
+        modules = list(modules)
+        done = real(modules, enabled)
+        compiled.append([type(m).__name__ for m in modules] if done else [])
+        return done
+
+    real = T.compile_modules
+    monkeypatch.setattr(T, "compile_modules", spy)
+    cfg = tok_cfg(optim={"bf16": False, "steps": 2, "compile": True})
+    train(cfg, DATA, _job(tmp_path, "eager", tiny_data), 1)
+    monkeypatch.delenv("MAETOK_NO_COMPILE")
+    train(cfg, DATA, _job(tmp_path, "compiled", tiny_data), 1)
+    assert compiled == [[], ["Encoder", "Decoder", "Decoder"]]  # encoder, pixel decoder, the HOG aux decoder
+    a, b = load_file(str(tmp_path / "eager.safetensors")), load_file(str(tmp_path / "compiled.safetensors"))
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4

@@ -228,9 +228,9 @@ class Block(nn.Module):
 
 
 def modulate_latents(h, shift, scale):
-    """h: (B, T, D); shift, scale: (B, L, D) applied to the last L rows as h * scale + shift (no 1 +)."""
-    L = shift.shape[1]
-    return torch.cat([h[:, :-L], h[:, -L:] * scale + shift], dim=1)
+    """h: (..., T, D); shift, scale: (..., L, D) applied to the last L rows as h * scale + shift (no 1 +)."""
+    L = shift.shape[-2]
+    return torch.cat([h[..., :-L, :], h[..., -L:, :] * scale + shift], dim=-2)
 
 
 class ModulatedBlock(nn.Module):
@@ -378,18 +378,133 @@ class Decoder(nn.Module):
 
     def forward(self, z, grid_size):
         """z: (B, L, H), grid_size: (gh, gw) -> (B, gh * gw, out_dim)."""
+        return self.head(self.trunk(z, grid_size))
+
+    def latent_pos_embed_at(self, grid_size):
+        if self.latent_is_grid:
+            return _grid_pos_embed(self.latent_pos_embed, grid_size, self.base_grid)
+        return self.latent_pos_embed
+
+    def trunk(self, z, grid_size):
+        """Everything but the head: (B, L, H) -> normalised image-token features (B, N, D)."""
         B, L, _ = z.shape
         N = grid_size[0] * grid_size[1]
         x = self.mask_token.expand(B, N, -1)
         if self.pos_embed is not None:
             x = x + _grid_pos_embed(self.pos_embed, grid_size, self.base_grid)
-        latent_pe = _grid_pos_embed(self.latent_pos_embed, grid_size, self.base_grid) if self.latent_is_grid \
-            else self.latent_pos_embed
-        x = torch.cat([x, self.decoder_embed(z) + latent_pe], dim=1)  # (B, N + L, D)
+        x = torch.cat([x, self.decoder_embed(z) + self.latent_pos_embed_at(grid_size)], dim=1)  # (B, N + L, D)
         rope = self.rope(grid_size, 0, L) if self.rope is not None else None
         for i, block in enumerate(self.blocks):
             x = block(x, z, rope=_layer_rope(rope, i))
-        return self.head(self.norm(x[:, :N]))  # (B, N, out_dim)
+        return self.norm(x[:, :N])
+
+
+# The aux decoders of one model share their architecture and differ only in the head's width.
+# `AuxDecoders` runs their trunks as one pass over stacked weights, G decoders at a time: each
+# Linear becomes one batched matmul instead of G small ones, and each elementwise op one kernel
+# instead of G. At tiny scale a CPU step is bound by that per-op overhead (maetok, 3 aux decoders).
+# The weights stay in the per-target modules, so the state_dict layout is the same either way.
+def _stacked(tensors):
+    return torch.stack(list(tensors))
+
+
+def _grouped_linear(x, linears):
+    """x: (G, B, T, in) through G nn.Linear of one shape at once -> (G, B, T, out)."""
+    G, B, T, _ = x.shape
+    w = _stacked(m.weight for m in linears).transpose(1, 2)  # (G, in, out)
+    x = x.reshape(G, B * T, -1)
+    y = torch.bmm(x, w) if linears[0].bias is None else torch.baddbmm(_stacked(m.bias for m in linears)[:, None], x, w)
+    return y.view(G, B, T, -1)
+
+
+def _grouped_layer_norm(x, norms):
+    """G nn.LayerNorm of one shape (affine or not) over x: (G, ..., D)."""
+    x = F.layer_norm(x, norms[0].normalized_shape, eps=norms[0].eps)
+    if norms[0].weight is None:
+        return x
+    shape = (len(norms),) + (1,) * (x.dim() - 2) + (-1,)
+    return x * _stacked(m.weight for m in norms).view(shape) + _stacked(m.bias for m in norms).view(shape)
+
+
+def _grouped_scale(x, layer_scales):
+    """G LayerScale (or Identity) over x: (G, B, T, D)."""
+    if isinstance(layer_scales[0], nn.Identity):
+        return x
+    return x * _stacked(m.gamma for m in layer_scales)[:, None, None]
+
+
+def _grouped_attention(x, attns, rope):
+    """G `Attention` over x: (G, B, T, D); rope: (cos, sin) broadcastable to (G, B, heads, T, d // 2)."""
+    G, B, T, D = x.shape
+    qkv = _grouped_linear(x, [a.qkv for a in attns]).reshape(G, B, T, 3, attns[0].num_heads, -1)
+    qkv = qkv.permute(3, 0, 1, 4, 2, 5)  # (3, G, B, heads, T, d)
+    q, k, v = qkv
+    if rope is not None:
+        q, k = apply_rope(qkv[:2], *rope)
+    attend = sdpa if attns[0].use_sdpa else explicit_attention
+    o = attend(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1))  # (G * B, heads, T, d)
+    o = o.unflatten(0, (G, B)).transpose(2, 3).reshape(G, B, T, D)
+    return _grouped_linear(o, [a.proj for a in attns])
+
+
+def _grouped_mlp(x, mlps):
+    """G timm `Mlp` (fc1 -> act -> fc2; no norm, no dropout at these settings) over x: (G, B, T, D)."""
+    return _grouped_linear(mlps[0].act(_grouped_linear(x, [m.fc1 for m in mlps])), [m.fc2 for m in mlps])
+
+
+def _grouped_block(x, zg, blocks, rope):
+    """Layer i of G decoders: x: (G, B, N + L, D), zg: (G, B, L, H), blocks: their G `Block`s or
+    `ModulatedBlock`s; the same computation as each block's forward."""
+    if isinstance(blocks[0], ModulatedBlock):
+        mod = _grouped_linear(F.silu(zg), [b.adaLN_modulation[1] for b in blocks])
+        shift1, scale1, shift2, scale2 = mod.chunk(4, dim=-1)  # 4 x (G, B, L, D)
+        h = modulate_latents(_grouped_layer_norm(x, [b.norm1 for b in blocks]), shift1, scale1)
+        x = x + _grouped_attention(h, [b.attn for b in blocks], rope)
+        h = modulate_latents(_grouped_layer_norm(x, [b.norm2 for b in blocks]), shift2, scale2)
+        return x + _grouped_mlp(h, [b.mlp for b in blocks])
+    h = _grouped_attention(_grouped_layer_norm(x, [b.norm1 for b in blocks]), [b.attn for b in blocks], rope)
+    x = x + _grouped_scale(h, [b.ls1 for b in blocks])
+    h = _grouped_mlp(_grouped_layer_norm(x, [b.norm2 for b in blocks]), [b.mlp for b in blocks])
+    return x + _grouped_scale(h, [b.ls2 for b in blocks])
+
+
+def grouped_trunk(decoders, z, grid_size):
+    """`Decoder.trunk` of G decoders of one architecture, at once: z: (B, L, H) -> (G, B, N, D)."""
+    G, (B, L, _), N = len(decoders), z.shape, grid_size[0] * grid_size[1]
+    x = _stacked(d.mask_token for d in decoders).expand(G, B, N, -1)  # (G, B, N, D)
+    if decoders[0].pos_embed is not None:
+        x = x + _stacked(_grid_pos_embed(d.pos_embed, grid_size, d.base_grid) for d in decoders)
+    zg = z.expand(G, B, L, -1)
+    latents = _grouped_linear(zg, [d.decoder_embed for d in decoders])
+    latents = latents + _stacked(d.latent_pos_embed_at(grid_size) for d in decoders)
+    x = torch.cat([x, latents], dim=2)  # (G, B, N + L, D)
+    ropes = [d.rope(grid_size, 0, L) for d in decoders] if decoders[0].rope is not None else None
+    for i, blocks in enumerate(zip(*(d.blocks for d in decoders), strict=True)):
+        rope = None
+        if ropes is not None:  # (G, 1, heads or 1, T, d // 2): one rotation per decoder, shared by the batch
+            layer = [_layer_rope(r, i) for r in ropes]
+            rope = (_stacked(c for c, _ in layer)[:, None], _stacked(s for _, s in layer)[:, None])
+        x = _grouped_block(x, zg, blocks, rope)
+    return _grouped_layer_norm(x[:, :, :N], [d.norm for d in decoders])
+
+
+class AuxDecoders(nn.ModuleDict):
+    """The aux decoders {target: decoder}; called with (z, grid_size) -> {target: (B, N, C)}.
+
+    Transformer aux decoders run as one group (`grouped_trunk`, then each head); linear ones, a
+    single decoder, or `grouped = False` run one by one. Both paths compute the same function.
+    """
+
+    def __init__(self, decoders=None):
+        super().__init__(decoders)
+        self.grouped = True
+
+    def forward(self, z, grid_size):
+        decoders = list(self.values())
+        if not (self.grouped and len(decoders) > 1 and all(isinstance(d, Decoder) for d in decoders)):
+            return {name: decoder(z, grid_size) for name, decoder in self.items()}
+        hidden = grouped_trunk(decoders, z, grid_size)
+        return {name: decoder.head(h) for (name, decoder), h in zip(self.items(), hidden, strict=True)}
 
 
 class LinearAuxDecoder(nn.Module):
@@ -514,7 +629,7 @@ class MAETok(nn.Module):
         dims = {"pixel": patch_size**2 * in_chans, "hog": self.hog.dim if self.hog else None, **TEACHER_DIMS}
         dims.update(aux_dims or {})
         self.aux_losses = {name: (aux_losses or {}).get(name, AUX_LOSS_DEFAULTS[name]) for name in aux_targets}
-        self.aux_decoders = nn.ModuleDict()
+        self.aux_decoders = AuxDecoders()
         for name in aux_targets:
             if aux_depth == "linear":
                 self.aux_decoders[name] = LinearAuxDecoder(self.num_latent_tokens, grid * grid, latent_dim, dims[name])
@@ -641,9 +756,8 @@ class MAETok(nn.Module):
         out = {"x_rec": x_rec, "z": z, "mask": mask, "kl": kl, "aux_pred": {}, "aux_loss": {}}
         if len(self.aux_decoders):
             y = self.aux_targets(x, targets)
-            for name, aux_decoder in self.aux_decoders.items():
-                pred = aux_decoder(z, grid)  # z is not detached: aux gradients reach the encoder
-                out["aux_pred"][name] = pred
+            out["aux_pred"] = self.aux_decoders(z, grid)  # z is not detached: aux gradients reach the encoder
+            for name, pred in out["aux_pred"].items():
                 out["aux_loss"][name] = masked_loss(pred, y[name], mask, self.aux_losses[name])
         return out
 

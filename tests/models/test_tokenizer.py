@@ -359,6 +359,34 @@ def test_sdpa_equals_explicit_softmax():
     torch.testing.assert_close(model.decode(model.encode(x)), ref, atol=1e-5, rtol=1e-5)
 
 
+
+@pytest.mark.parametrize("kwargs", [{}, {"decoder_block": "plain", "pos_embed": "ape"},
+                                    {"pos_embed": "rope_axial"}, {"latent_tokens": False}])
+def test_grouped_aux_decoders_equal_one_by_one(kwargs):
+    """The aux decoders' batched pass over stacked weights computes what each decoder computes
+    alone, forward and backward, and leaves the state_dict layout as it was."""
+    torch.manual_seed(0)
+    model = MODELS[TINY](aux_targets=("pixel", "hog", "dino"), aux_dims=FAKE_DIMS, **kwargs)
+    perturb_modulation(model)
+    with torch.no_grad():  # LayerScale starts at 1e-5: make the plain blocks' branches count
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.normal_(0, 0.1)
+    z = torch.randn(3, model.num_latent_tokens, model.latent_dim)
+    keys = list(model.state_dict())
+    results = []
+    for grouped in (False, True):
+        model.aux_decoders.grouped = grouped
+        model.zero_grad()
+        out = model.aux_decoders(z, (8, 8))
+        sum(v.pow(2).mean() for v in out.values()).backward()
+        results.append((out, {n: p.grad.clone() for n, p in model.aux_decoders.named_parameters()}))
+    (ref, ref_grads), (got, got_grads) = results
+    assert list(got) == ["pixel", "hog", "dino"] and got["dino"].shape == (3, 64, FAKE_DIMS["dino"])
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_grads, ref_grads, atol=1e-5, rtol=1e-4)
+    assert list(model.state_dict()) == keys
+
 # --- errors -----------------------------------------------------------------------------------
 def test_image_size_not_divisible():
     with pytest.raises(ValueError, match="image size 30x30 is not divisible by patch size 4"):

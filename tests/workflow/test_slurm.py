@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -82,13 +83,16 @@ def _ci_profile(work: Path) -> str:
     return str(dest.relative_to(work))
 
 
-def _sacct(workdir: Path) -> list[dict]:
-    """Allocations (no steps) whose working directory is `workdir`."""
-    fields = ["JobID", "JobName", "Comment", "Partition", "Account", "State", "AllocCPUS", "WorkDir"]
-    r = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "now-1hours", "-o", ",".join(fields)],
+def _sacct(workdir: Path, since: datetime) -> list[dict]:
+    """Allocations (no steps) submitted from `workdir` at or after `since`. The accounting
+    database outlives a test session, and pytest reuses its tmp paths (pytest-0 again once
+    /tmp/pytest-of-root is cleaned), so an earlier session's jobs can share the WorkDir."""
+    fields = ["JobID", "JobName", "Comment", "Partition", "Account", "State", "AllocCPUS", "WorkDir", "Submit"]
+    start = since.strftime("%Y-%m-%dT%H:%M:%S")
+    r = subprocess.run(["sacct", "-X", "-n", "-P", "-S", start, "-o", ",".join(fields)],
                        capture_output=True, text=True, check=True)
     rows = [dict(zip(fields, line.split("|"), strict=True)) for line in r.stdout.splitlines()]
-    return [row for row in rows if row["WorkDir"] == str(workdir)]
+    return [row for row in rows if row["WorkDir"] == str(workdir) and row["Submit"] >= start]
 
 
 TIMING = re.compile(r"seconds|per_second")  # wall-clock fields of the metrics JSONs
@@ -127,6 +131,7 @@ def test_table4_runs_as_slurm_jobs_with_local_results(slurm_cluster, micro_table
     # (Snakemake also sets OMP_NUM_THREADS=threads=1 in every rule's shell).
     env = {k: v for k, v in os.environ.items() if k not in ("MAETOK_NO_MLFLOW", "MLFLOW_TRACKING_URI")}
     env["OMP_NUM_THREADS"] = "1"
+    started = datetime.now().replace(microsecond=0)
     t0 = time.monotonic()
     r = run_snakemake(work, "--profile", profile, "tables/table4.csv", timeout=540, env=env)
     wall = time.monotonic() - t0
@@ -134,7 +139,7 @@ def test_table4_runs_as_slurm_jobs_with_local_results(slurm_cluster, micro_table
     assert r.returncode == 0, f"snakemake via Slurm failed after {wall:.0f} s:\n{log}"
     print(f"Table 4 micro DAG via Slurm: {wall:.0f} s")
 
-    jobs = _sacct(work)
+    jobs = _sacct(work, started)
     assert all(j["State"] == "COMPLETED" for j in jobs), jobs
     assert {j["Account"] for j in jobs} == {ACCOUNT}
     assert {j["AllocCPUS"] for j in jobs} == {"1"}

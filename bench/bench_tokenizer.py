@@ -4,7 +4,9 @@
 
 Prints img/s of one training step (forward + backward + AdamW) for the tiny config
 (MAETok-XS, stand-in-free: HOG target, no perceptual/GAN) and for MAETok-B/16 at batch 2,
-and the time of SDPA + RoPE vs explicit softmax attention at MAETok-B/16's shapes.
+the time of SDPA + RoPE vs explicit softmax attention at MAETok-B/16's shapes, and the step
+time of `maetok`'s three aux decoders run as one group vs one by one (`AuxDecoders.grouped`;
+alternating in one process, so both sides see the same machine load; `--compile` as in training).
 """
 
 from __future__ import annotations
@@ -48,9 +50,42 @@ def attention_speed(batch=2, heads=12, tokens=16 * 16 + 128 + 1, dim=64, repeats
     return results
 
 
+def aux_grouping_speed(depth, compile_=False, batch=32, rounds=4, steps=10):
+    """ms per bf16 training step of MAETok-XS with hog + DINO- + CLIP-type aux decoders (random
+    teacher features), grouped vs one by one: median over alternating rounds."""
+    model = MAETok_models["MAETok-XS"](in_chans=1, aux_targets=("hog", "dino", "clip"), aux_depth=depth,
+                                       aux_dims={"dino": 128, "clip": 128})
+    if compile_:
+        for module in (model.encoder, model.decoder, model.aux_decoders):
+            module.compile()
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    x = torch.rand(batch, 1, 32, 32) * 2 - 1
+    targets = {name: torch.randn(batch, 16, 128) for name in ("dino", "clip")}
+
+    def step():
+        with torch.autocast("cpu", torch.bfloat16):
+            out = model(x, targets=targets)
+            loss = (out["x_rec"].float() - x).pow(2).mean() + sum(out["aux_loss"].values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    times = {True: [], False: []}
+    for r in range(rounds + 1):
+        for grouped in (True, False):
+            model.aux_decoders.grouped = grouped
+            t = time.perf_counter()
+            for _ in range(steps):
+                step()
+            if r:  # round 0 warms up (and compiles) both paths
+                times[grouped].append((time.perf_counter() - t) / steps * 1e3)
+    return {g: sorted(v)[len(v) // 2] for g, v in times.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--compile", action="store_true", help="torch.compile the aux-decoder comparison's networks")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -64,6 +99,10 @@ def main():
     print(f"MAETok-B/16 train step, batch 2: {step_speed(big, 2, 256, repeats=2):.2f} img/s")
     for name, ms in attention_speed().items():
         print(f"attention at MAETok-B/16 shapes (B=2, 12 heads, 385 tokens): {name}: {ms:.2f} ms")
+    for depth in (3, 12):
+        ms = aux_grouping_speed(depth, args.compile)
+        print(f"MAETok-XS + 3 aux decoders of depth {depth}, batch 32, bf16{', compiled' if args.compile else ''}: "
+              f"grouped {ms[True]:.1f} ms/step, one by one {ms[False]:.1f} ms/step")
 
 
 if __name__ == "__main__":

@@ -56,8 +56,7 @@ def aux_grouping_speed(depth, compile_=False, batch=32, rounds=4, steps=10):
     model = MAETok_models["MAETok-XS"](in_chans=1, aux_targets=("hog", "dino", "clip"), aux_depth=depth,
                                        aux_dims={"dino": 128, "clip": 128})
     if compile_:
-        for module in (model.encoder, model.decoder, model.aux_decoders):
-            module.compile()
+        model.compile_blocks()  # as in training
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
     x = torch.rand(batch, 1, 32, 32) * 2 - 1
     targets = {name: torch.randn(batch, 16, 128) for name in ("dino", "clip")}

@@ -34,15 +34,19 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.copy_(b)
 
 
-def compile_modules(modules, enabled: bool) -> bool:
-    """`torch.compile` each module in place (its state_dict keys unchanged); returns whether it did.
+def compile_enabled(flag: bool) -> bool:
+    """Whether to torch.compile: the config's flag (`optim.compile`, `finetune.compile`), unless the
+    environment variable MAETOK_NO_COMPILE=1 turns it off for a run (the test suite sets it: its
+    many short trainings would each pay the compile). On a CPU Inductor needs a C++ compiler; the
+    first compile of a graph is cached on disk (TORCHINDUCTOR_CACHE_DIR, default
+    /tmp/torchinductor_$USER) for the next jobs."""
+    return bool(flag) and not os.environ.get("MAETOK_NO_COMPILE")
 
-    `optim.compile` turns it on; the environment variable MAETOK_NO_COMPILE=1 turns it off for a
-    run (the test suite sets it: its many short trainings would each pay the compile). On a CPU
-    Inductor needs a C++ compiler; the first compile of a shape takes ~30-60 s there and is cached
-    on disk (TORCHINDUCTOR_CACHE_DIR, default /tmp/torchinductor_$USER) for the next jobs.
-    """
-    if not enabled or os.environ.get("MAETOK_NO_COMPILE"):
+
+def compile_modules(modules, enabled: bool) -> bool:
+    """`torch.compile` each module whole, in place (its state_dict keys unchanged); returns whether
+    it did (see `compile_enabled`). The tokenizer compiles per block instead (`MAETok.compile_blocks`)."""
+    if not compile_enabled(enabled):
         return False
     for module in modules:
         module.compile()

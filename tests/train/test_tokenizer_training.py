@@ -274,27 +274,29 @@ def test_eval_reports_the_largest_training_size(tmp_path, tiny_data, standin_dir
 
 @pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path, tiny_data, monkeypatch):
-    """optim.compile: the encoder and the decoders are compiled, and two steps give the weights of
-    eager training (to fp32 rounding) in the same file layout. Every other test runs with
-    MAETOK_NO_COMPILE=1 (conftest), which must really turn it off."""
-    from maetok.train import tokenizer as T
+    """optim.compile: the blocks of the encoder and the decoders are compiled, and two steps give
+    the weights of eager training (to fp32 rounding) in the same file layout. Every other test runs
+    with MAETOK_NO_COMPILE=1 (conftest), which must really turn it off."""
+    from maetok.models.tokenizer import MAETok, _grouped_block
 
-    compiled = []
+    compiled, real = [], MAETok.compile_blocks
 
-    def spy(modules, enabled):
-        modules = list(modules)
-        done = real(modules, enabled)
-        compiled.append([type(m).__name__ for m in modules] if done else [])
-        return done
+    def spy(model, parts):
+        compiled.append(tuple(parts))
+        real(model, parts)
+        for part in parts:  # every block (and the grouped aux layer) is now a compiled one
+            blocks = [b for d in getattr(model, part).values() for b in d.blocks] \
+                if part == "aux_decoders" else list(getattr(model, part).blocks)
+            assert blocks and all(b._compiled_call_impl is not None for b in blocks)
+        assert model.aux_decoders.block_fn is not _grouped_block
 
-    real = T.compile_modules
-    monkeypatch.setattr(T, "compile_modules", spy)
-    # Two aux decoders (no teacher needed), so the compiled graph holds their grouped pass.
+    monkeypatch.setattr(MAETok, "compile_blocks", spy)
+    # Two aux decoders (no teacher needed), so the compiled graphs include their grouped layer.
     cfg = tok_cfg(optim={"bf16": False, "steps": 2, "compile": True}, aux={"targets": ["pixel", "hog"]})
     train(cfg, DATA, _job(tmp_path, "eager", tiny_data), 1)
     monkeypatch.delenv("MAETOK_NO_COMPILE")
     train(cfg, DATA, _job(tmp_path, "compiled", tiny_data), 1)
-    assert compiled == [[], ["Encoder", "Decoder", "AuxDecoders"]]  # encoder, pixel decoder, aux decoders
+    assert compiled == [("encoder", "decoder", "aux_decoders")]
     a, b = load_file(str(tmp_path / "eager.safetensors")), load_file(str(tmp_path / "compiled.safetensors"))
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4

@@ -34,6 +34,8 @@ VARIANTS = {"maetok": ("hog", "dino", "clip"), "target_hog": ("hog",)}
 
 
 def build(mode: str, targets: tuple[str, ...]):
+    from bench_tokenizer import xs_train_step
+
     from maetok.models.tokenizer import MAETok_models
 
     torch.manual_seed(0)
@@ -44,19 +46,7 @@ def build(mode: str, targets: tuple[str, ...]):
             module.compile()
     elif mode == "blocks":
         model.compile_blocks()
-    opt = torch.optim.AdamW(model.parameters(), 1e-4, fused=True)
-    x = torch.rand(32, 3, 32, 32) * 2 - 1
-    feats = {name: torch.randn(32, 16, 128) for name in ("dino", "clip") if name in targets}
-
-    def step():
-        with torch.autocast("cpu", torch.bfloat16):
-            out = model(x, targets=feats)
-            loss = (out["x_rec"].float() - x).pow(2).mean() + sum(out["aux_loss"].values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
+    return xs_train_step(model)
 
 
 def first_steps(mode: str, variant: str) -> float:

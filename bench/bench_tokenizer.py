@@ -50,16 +50,12 @@ def attention_speed(batch=2, heads=12, tokens=16 * 16 + 128 + 1, dim=64, repeats
     return results
 
 
-def aux_grouping_speed(depth, compile_=False, batch=32, rounds=4, steps=10):
-    """ms per bf16 training step of MAETok-XS with hog + DINO- + CLIP-type aux decoders (random
-    teacher features), grouped vs one by one: median over alternating rounds."""
-    model = MAETok_models["MAETok-XS"](in_chans=1, aux_targets=("hog", "dino", "clip"), aux_depth=depth,
-                                       aux_dims={"dino": 128, "clip": 128})
-    if compile_:
-        model.compile_blocks()  # as in training
-    opt = torch.optim.AdamW(model.parameters(), 1e-4)
-    x = torch.rand(batch, 1, 32, 32) * 2 - 1
-    targets = {name: torch.randn(batch, 16, 128) for name in ("dino", "clip")}
+def xs_train_step(model, batch=32, in_chans=3):
+    """A bf16 training step (forward, backward, AdamW) of a 32-px tokenizer on random images, with
+    random 128-wide features for its DINO-/CLIP-type targets: a callable."""
+    opt = torch.optim.AdamW(model.parameters(), 1e-4, fused=True)
+    x = torch.rand(batch, in_chans, 32, 32) * 2 - 1
+    targets = {name: torch.randn(batch, 16, 128) for name in ("dino", "clip") if name in model.aux_decoders}
 
     def step():
         with torch.autocast("cpu", torch.bfloat16):
@@ -69,6 +65,17 @@ def aux_grouping_speed(depth, compile_=False, batch=32, rounds=4, steps=10):
         loss.backward()
         opt.step()
 
+    return step
+
+
+def aux_grouping_speed(depth, compile_=False, batch=32, rounds=4, steps=10):
+    """ms per bf16 training step of MAETok-XS with hog + DINO- + CLIP-type aux decoders (random
+    teacher features), grouped vs one by one: median over alternating rounds."""
+    model = MAETok_models["MAETok-XS"](in_chans=1, aux_targets=("hog", "dino", "clip"), aux_depth=depth,
+                                       aux_dims={"dino": 128, "clip": 128})
+    if compile_:
+        model.compile_blocks()  # as in training
+    step = xs_train_step(model, batch, in_chans=1)
     times = {True: [], False: []}
     for r in range(rounds + 1):
         for grouped in (True, False):

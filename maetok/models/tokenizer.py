@@ -689,7 +689,6 @@ class MAETok(nn.Module):
                 nn.init.zeros_(m.adaLN_modulation[-1].weight)
                 nn.init.zeros_(m.adaLN_modulation[-1].bias)
 
-    # --- geometry ---------------------------------------------------------------------------
     def compile_blocks(self, parts=("encoder", "decoder", "aux_decoders")):
         """Regional torch.compile of `parts`: every transformer block (and the aux decoders' grouped
         layer), not the whole network. One graph per block type and shape serves every layer, and
@@ -705,6 +704,7 @@ class MAETok(nn.Module):
             else:
                 compile_each(part.blocks)
 
+    # --- geometry ---------------------------------------------------------------------------
     def grid_size(self, img_size):
         """(H, W) or int -> token grid (H / p, W / p); ValueError when not divisible."""
         h, w = (img_size, img_size) if isinstance(img_size, int) else img_size

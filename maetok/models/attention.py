@@ -5,16 +5,19 @@ kernel choice: on CPU, for bf16 training, its flash kernel's backward pass is 4-
 the math kernel at the short sequences of the tiny scale (64 x 4 heads x 24 tokens x 32: 8.9 ms
 vs 1.7 ms per call; `bench/bench_tokenizer.py` measures it), so that case uses the math kernel.
 CUDA and inference keep PyTorch's choice (flash / memory-efficient).
+
+The math kernel is called as its own op rather than under `sdpa_kernel(SDPBackend.MATH)`: the
+same computation, bit for bit, but a context manager inside a `torch.compile`d block makes
+AOTAutograd bypass its on-disk cache, and every training job then re-traced the joint graph of
+each block (~3.5 s of the ~6 s a warm-cache compile of `maetok` took).
 """
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v for q, k, v: (B, heads, T, head_dim)."""
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad and torch.is_grad_enabled():
-        with sdpa_kernel(SDPBackend.MATH):
-            return F.scaled_dot_product_attention(q, k, v)
+        return torch.ops.aten._scaled_dot_product_attention_math(q, k, v)[0]
     return F.scaled_dot_product_attention(q, k, v)

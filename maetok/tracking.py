@@ -19,6 +19,8 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -115,60 +117,89 @@ def source_tags(path: str | Path) -> dict:
 
 
 class Run:
-    """A best-effort MLflow run: every call is a no-op (with one warning) once MLflow fails."""
+    """A best-effort MLflow run: every call is a no-op (with one warning) once MLflow fails.
+
+    The run opens in a background thread: importing MLflow and opening the store take ~2.5 s of
+    every job's start-up on a laptop CPU, now spent while the job loads its data and builds its
+    networks. Every later call waits for the opening first, and MLflow is used only through a
+    client and the run's id (MLflow's fluent "active run" is per thread).
+    """
 
     def __init__(self, name: str, tags: dict, params: dict | None = None, enabled: bool = True):
         self.ok = False
         self.run_id = None
+        self._opening = None
+        self._error = None
         if not enabled or os.environ.get("MAETOK_NO_MLFLOW"):
             return
+        self._opening = threading.Thread(target=self._open, args=(name, run_tags(tags), params),
+                                         name="mlflow-run", daemon=True)
+        self._opening.start()
+
+    def _open(self, name: str, tags: dict, params: dict | None) -> None:
         try:
             import mlflow
+            from mlflow.entities import Param
+            from mlflow.tracking.context.registry import resolve_tags
 
-            use_experiment(mlflow)
-            self._mlflow = mlflow
-            self._client = mlflow.MlflowClient()
-            run = mlflow.start_run(run_name=name, tags=run_tags(tags))
-            self.run_id = run.info.run_id
+            experiment_id = use_experiment(mlflow)
+            client = mlflow.MlflowClient()
+            # resolve_tags adds what mlflow.start_run would: user, source, git commit
+            run = client.create_run(experiment_id, run_name=name, tags=resolve_tags(tags))
+            self._client, self.run_id = client, run.info.run_id
             self.ok = True
             if params:
-                flat = {k: str(v)[:500] for k, v in _flatten(params).items()}
+                flat = [Param(k, str(v)[:500]) for k, v in _flatten(params).items()]
                 for i in range(0, len(flat), 100):
-                    mlflow.log_params(dict(list(flat.items())[i:i + 100]))
-        except Exception as e:  # noqa: BLE001 - any tracking failure must not stop training
-            self._fail(e)
+                    client.log_batch(self.run_id, params=flat[i:i + 100])
+        except Exception as e:  # noqa: BLE001 - any tracking failure must not stop the job
+            self._error = e
+
+    def _ready(self) -> bool:
+        """Wait for the run to open (warning once if it failed); whether it can be logged to."""
+        if self._opening is not None:
+            self._opening.join()
+            self._opening = None
+            if self._error is not None:
+                self._fail(self._error)
+        return self.ok
 
     def _fail(self, e: Exception) -> None:
         if self.ok or self.run_id is None:
             warnings.warn(f"MLflow unavailable ({type(e).__name__}: {e}); continuing without tracking. "
-                          "Metrics JSON is still written; backfill later with `maetok import-mlflow`.", stacklevel=3)
+                          "Metrics JSON is still written; backfill later with `maetok import-mlflow`.", stacklevel=4)
         self.ok = False
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        if not self.ok:
+        if not self._ready():
             return
         try:
-            self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self._client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step or 0)
+                                                         for k, v in metrics.items()])
         except Exception as e:  # noqa: BLE001
             self._fail(e)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log a file; a JSON file is the job's metrics, so the run is also tagged with its path and
         sha256 (`maetok import-mlflow` then knows this JSON already has its run)."""
-        if not self.ok:
+        if not self._ready():
             return
         try:
             if Path(path).suffix == ".json":
-                self._mlflow.set_tags(source_tags(path))
-            self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+                for key, value in source_tags(path).items():
+                    self._client.set_tag(self.run_id, key, value)
+            self._client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
         except Exception as e:  # noqa: BLE001
             self._fail(e)
 
     def end(self, status: str = "FINISHED") -> None:
-        if not self.ok:
+        if not self._ready():
             return
         try:
-            self._mlflow.end_run(status=status)
+            self._client.set_terminated(self.run_id, status=status)
         except Exception as e:  # noqa: BLE001
             self._fail(e)
         self.ok = False

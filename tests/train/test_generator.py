@@ -114,3 +114,34 @@ def test_unconditional_and_stale_checkpoints(latent_cache, tmp_path, monkeypatch
         train_generator(cfg, j)
     assert list((tmp_path / "ckpt").glob("u.stale-*"))
     assert len(seen) == 1 + 3
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(latent_cache, tmp_path, monkeypatch):
+    """optim.compile (on at both scales): the compiled generator trains to the eager weights (to fp32
+    rounding) and saves the same keys. Every other test runs with MAETOK_NO_COMPILE=1 (conftest).
+    Inductor draws the label dropout from its own generator unless `fallback_random` is set."""
+    from maetok.models.sit import SiT
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+
+    lat = latent_cache(tmp_path / "lat")
+    cfg = tiny_cfg(compile=True)
+    assert C.load_params().generator("sit_l", "tiny").optim.compile
+    compiled, real = [], SiT.compile
+
+    def spy(model, *args, **kwargs):
+        compiled.append(type(model).__name__)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(SiT, "compile", spy)
+    eager = job(tmp_path, lat, "eager")
+    train_generator(cfg, eager)
+    assert compiled == []
+    monkeypatch.delenv("MAETOK_NO_COMPILE")
+    fast = job(tmp_path, lat, "compiled")
+    train_generator(cfg, fast)
+    assert compiled == ["SiT"]
+    a, b = load_file(eager.out), load_file(fast.out)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4

@@ -43,7 +43,7 @@ import torch
 from tqdm import tqdm
 
 from maetok.data import ImageDataset, to_unit_range
-from maetok.train.utils import autocast
+from maetok.train.utils import autocast, compile_enabled
 from maetok.utils.io import load_npy, sha256_file, write_json
 
 LATENT_DTYPE = np.float16
@@ -109,9 +109,18 @@ class _Moments:
         return {"mean": float(mean), "std": float(std), "channel_mean": mean_c.tolist(), "channel_std": std_c.tolist()}
 
 
+def _encode(model, x: torch.Tensor, pad_to: int | None) -> torch.Tensor:
+    """model.encode(x), x zero-padded to `pad_to` images first (a compiled encoder then sees one batch
+    shape; in eval mode every image is encoded on its own, so the padding changes nothing)."""
+    n = len(x)
+    if pad_to is None or n >= pad_to:
+        return model.encode(x)
+    return model.encode(torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:]))]))[:n]
+
+
 @torch.no_grad()
 def _encode_split(model, ds, out: Path, name: str, flip: bool, batch_size: int, device, workers: int,
-                  moments: _Moments | None, progress: bool, bf16: bool = False) -> int:
+                  moments: _Moments | None, progress: bool, bf16: bool = False, pad_to: int | None = None) -> int:
     L, H = model.num_latent_tokens, model.latent_dim
     n = len(ds)
     plain = np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=LATENT_DTYPE, shape=(n, L, H))
@@ -125,7 +134,7 @@ def _encode_split(model, ds, out: Path, name: str, flip: bool, batch_size: int, 
         views = [(plain, x)] + ([(flipped, x.flip(-1))] if flip else [])
         for j, (dest, xv) in enumerate(views):
             with autocast(device, bf16):
-                z = model.encode(xv).float()  # (B, L, H)
+                z = _encode(model, xv, pad_to).float()  # (B, L, H)
             if tuple(z.shape[1:]) != (L, H):
                 raise LatentCacheError(f"tokenizer encode returned {tuple(z.shape)}, expected (B, {L}, {H})")
             if not torch.isfinite(z).all() or z.abs().max() > FP16_MAX:
@@ -155,6 +164,13 @@ def cache_latents(tokenizer_path: str | Path, data_dir: str | Path, out_dir: str
     # Encode at the precision the tokenizer trained in (bf16 autocast when its optim.bf16 is set):
     # 1.9x faster on these CPUs; the cache stores float16 anyway.
     bf16 = tok_cfg is not None and tok_cfg.optim.bf16  # None: a test double without a config
+    # Compile the encoder's blocks when the tokenizer trained compiled (`optim.compile`): 1.9x faster
+    # encoding on these CPUs (batch 256, bf16, 1 thread: 90 vs 170 ms); the first job compiles in
+    # ~10 s, later ones load the graph from the disk cache.
+    pad_to = None
+    if tok_cfg is not None and compile_enabled(tok_cfg.optim.compile):
+        model.compile_blocks(("encoder",))
+        pad_to = batch_size  # one batch shape, one graph
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -162,9 +178,9 @@ def cache_latents(tokenizer_path: str | Path, data_dir: str | Path, out_dir: str
         train, val = ImageDataset(data_dir, "train"), ImageDataset(data_dir, "val")
         moments = _Moments(model.latent_dim)
         counts = {"train": _encode_split(model, train, tmp, "train", hflip, batch_size, device, workers, moments,
-                                         progress, bf16),
+                                         progress, bf16, pad_to),
                   "val": _encode_split(model, val, tmp, "val", False, batch_size, device, workers, None, progress,
-                                       bf16)}
+                                       bf16, pad_to)}
         stats = {
             **moments.stats(),
             "stats_from": "train split, unflipped latents, all elements pooled (channel_*: pooled per channel)",

@@ -108,6 +108,11 @@ def test_wrong_tokenizer_is_detected(cached):
         LatentStats.load(out.parent / "missing")
 
 
+def tok_cfg(bf16=False, compile=False):
+    """The part of a TokenizerConfig that cache_latents reads."""
+    return type("Cfg", (), {"optim": type("Optim", (), {"bf16": bf16, "compile": compile})()})()
+
+
 @pytest.mark.parametrize("bf16", [True, False])
 def test_encoder_runs_at_the_tokenizers_training_precision(tmp_path, monkeypatch, bf16):
     """The cache encodes under bf16 autocast exactly when the tokenizer trained with optim.bf16."""
@@ -118,11 +123,40 @@ def test_encoder_runs_at_the_tokenizers_training_precision(tmp_path, monkeypatch
             seen.append(torch.is_autocast_enabled("cpu"))
             return super().encode(x)
 
-    cfg = type("Cfg", (), {"optim": type("Optim", (), {"bf16": bf16})()})()
-    monkeypatch.setattr(latents, "load_tokenizer", lambda path, device: (Recording().eval(), cfg, {}))
+    monkeypatch.setattr(latents, "load_tokenizer", lambda path, device: (Recording().eval(), tok_cfg(bf16), {}))
     tok = tmp_path / "tok.safetensors"
     tok.write_bytes(b"tokenizer")
     stats = cache_latents(tok, write_data(tmp_path / "data"), tmp_path / "latents", batch_size=16, progress=False,
                           device="cpu")
     assert seen and all(s == bf16 for s in seen)
     assert stats["encode_autocast"] == ("bf16" if bf16 else "off")
+
+
+def test_compiled_encoder_sees_one_batch_shape(tmp_path, monkeypatch):
+    """With the tokenizer's optim.compile the encoder's blocks are compiled, every encode gets a full
+    batch (the last one zero-padded, so one graph serves the job), and the cache equals the eager one."""
+    calls, compiled = [], []
+
+    class Recording(FakeTokenizer):
+        def compile_blocks(self, parts):
+            compiled.append(tuple(parts))
+
+        def encode(self, x):
+            calls.append(len(x))
+            return super().encode(x)
+
+    data, tok = write_data(tmp_path / "data"), tmp_path / "tok.safetensors"  # 40 train, 10 val images
+    tok.write_bytes(b"tokenizer")
+    monkeypatch.delenv("MAETOK_NO_COMPILE")
+
+    def run(name, compile_):
+        calls.clear()
+        monkeypatch.setattr(latents, "load_tokenizer",
+                            lambda path, device: (Recording().eval(), tok_cfg(compile=compile_), {}))
+        cache_latents(tok, data, tmp_path / name, batch_size=16, progress=False, device="cpu")
+        return sorted(set(calls))
+
+    assert run("eager", False) == [8, 10, 16] and compiled == []
+    assert run("compiled", True) == [16] and compiled == [("encoder",)]
+    for name in ("train.npy", "train_flip.npy", "val.npy", "train_labels.npy", "val_labels.npy"):
+        assert np.array_equal(np.load(tmp_path / "eager" / name), np.load(tmp_path / "compiled" / name)), name

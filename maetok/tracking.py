@@ -189,8 +189,9 @@ class Run:
             return
         try:
             if Path(path).suffix == ".json":
-                for key, value in source_tags(path).items():
-                    self._client.set_tag(self.run_id, key, value)
+                from mlflow.entities import RunTag
+
+                self._client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in source_tags(path).items()])
             self._client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
         except Exception as e:  # noqa: BLE001
             self._fail(e)

@@ -6,7 +6,9 @@ Reads benchmarks/<scale>/<rule>/**.tsv (one file per job, written by Snakemake w
 ends) and prints, per rule, the number of jobs, the min / mean / max wall seconds and their
 sum, then the total. `--since` keeps only files written after that time (one run's jobs).
 The sum is serial job time: with one-thread jobs side by side (profiles/laptop), the wall
-time of the run is shorter.
+time of the run is shorter. The last line gives that wall time as the benchmark files see it:
+from the first job's start (its file's time less its seconds) to the last job's end, and the
+number of jobs in flight on average (2.0 means both cores of the laptop profile busy throughout).
 """
 
 from __future__ import annotations
@@ -32,6 +34,24 @@ def read_times(root: Path, since: float = 0.0) -> dict[str, list[tuple[str, floa
         rule, job = (rel.parts[0], str(rel.relative_to(rel.parts[0]))) if len(rel.parts) > 1 else (rel.name, "")
         times.setdefault(rule, []).append((job, float(rows[-1]["s"])))
     return times
+
+
+def wall_span(root: Path, since: float = 0.0) -> tuple[float, float]:
+    """(seconds from the first job's start to the last job's end, serial job seconds) of the files
+    `read_times` reads: a run's wall time, and with the ratio of the two, its parallelism."""
+    starts, ends, total = [], [], 0.0
+    for path in root.rglob("*.tsv"):
+        end = path.stat().st_mtime
+        if end < since:
+            continue
+        with path.open() as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        if rows:
+            seconds = float(rows[-1]["s"])
+            starts.append(end - seconds)
+            ends.append(end)
+            total += seconds
+    return (max(ends) - min(starts) if ends else 0.0), total
 
 
 def table(times: dict[str, list[tuple[str, float]]], markdown: bool = False) -> str:
@@ -66,6 +86,9 @@ def main():
     if not times:
         raise SystemExit(f"no benchmark files under {root}" + (f" written after {args.since}" if since else ""))
     print(table(times, args.markdown))
+    wall, serial = wall_span(root, since)
+    print(f"wall {wall / 60:.1f} min from the first job's start to the last job's end; "
+          f"{serial / wall if wall else 0:.2f} jobs in flight on average")
 
 
 if __name__ == "__main__":

@@ -39,3 +39,12 @@ def test_per_rule_times_and_since_filter(tmp_path):
     assert first.split() == ["train_tokenizer", "2", "200", "250", "300", "8.3"]  # largest total first
     assert total.split() == ["total", "4", "8.8"]
     assert rt.table(times, markdown=True).startswith("| rule | jobs |")
+
+
+def test_wall_span_and_parallelism(tmp_path):
+    rt = _module()
+    _write(tmp_path / "a" / "x.tsv", 100.0, 1100)  # ran 1000-1100
+    _write(tmp_path / "b" / "y.tsv", 150.0, 1200)  # ran 1050-1200, beside x for 50 s
+    _write(tmp_path / "old.tsv", 5.0, 10)          # another run's job
+    assert rt.wall_span(tmp_path, since=500) == (200.0, 250.0)
+    assert rt.wall_span(tmp_path, since=5000) == (0.0, 0.0)

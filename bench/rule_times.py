@@ -19,39 +19,36 @@ from datetime import datetime
 from pathlib import Path
 
 
-def read_times(root: Path, since: float = 0.0) -> dict[str, list[tuple[str, float]]]:
-    """{rule: [(job, wall seconds), ...]} of the benchmark files under `root` written after `since`."""
-    times: dict[str, list[tuple[str, float]]] = {}
+def _jobs(root: Path, since: float = 0.0):
+    """(path, end time, wall seconds) of each benchmark file under `root` written after `since`."""
     for path in sorted(root.rglob("*.tsv")):
-        if path.stat().st_mtime < since:
-            continue
-        with path.open() as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        if not rows:
-            continue
-        rel = path.relative_to(root).with_suffix("")
-        # <rule>/<wildcards...>.tsv, or <rule>.tsv for a rule without wildcards (prepare_data)
-        rule, job = (rel.parts[0], str(rel.relative_to(rel.parts[0]))) if len(rel.parts) > 1 else (rel.name, "")
-        times.setdefault(rule, []).append((job, float(rows[-1]["s"])))
-    return times
-
-
-def wall_span(root: Path, since: float = 0.0) -> tuple[float, float]:
-    """(seconds from the first job's start to the last job's end, serial job seconds) of the files
-    `read_times` reads: a run's wall time, and with the ratio of the two, its parallelism."""
-    starts, ends, total = [], [], 0.0
-    for path in root.rglob("*.tsv"):
         end = path.stat().st_mtime
         if end < since:
             continue
         with path.open() as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
         if rows:
-            seconds = float(rows[-1]["s"])
-            starts.append(end - seconds)
-            ends.append(end)
-            total += seconds
-    return (max(ends) - min(starts) if ends else 0.0), total
+            yield path, end, float(rows[-1]["s"])
+
+
+def read_times(root: Path, since: float = 0.0) -> dict[str, list[tuple[str, float]]]:
+    """{rule: [(job, wall seconds), ...]} of the benchmark files under `root` written after `since`."""
+    times: dict[str, list[tuple[str, float]]] = {}
+    for path, _, seconds in _jobs(root, since):
+        rel = path.relative_to(root).with_suffix("")
+        # <rule>/<wildcards...>.tsv, or <rule>.tsv for a rule without wildcards (prepare_data)
+        rule, job = (rel.parts[0], str(rel.relative_to(rel.parts[0]))) if len(rel.parts) > 1 else (rel.name, "")
+        times.setdefault(rule, []).append((job, seconds))
+    return times
+
+
+def wall_span(root: Path, since: float = 0.0) -> tuple[float, float]:
+    """(seconds from the first job's start to the last job's end, serial job seconds) of the files
+    `read_times` reads: a run's wall time, and with the ratio of the two, its parallelism."""
+    jobs = [(end - seconds, end, seconds) for _, end, seconds in _jobs(root, since)]
+    if not jobs:
+        return 0.0, 0.0
+    return max(e for _, e, _ in jobs) - min(s for s, _, _ in jobs), sum(d for _, _, d in jobs)
 
 
 def table(times: dict[str, list[tuple[str, float]]], markdown: bool = False) -> str:

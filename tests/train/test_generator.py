@@ -123,7 +123,6 @@ def test_compiled_training_matches_eager(latent_cache, tmp_path, monkeypatch):
     Inductor draws the label dropout from its own generator unless `fallback_random` is set."""
     from maetok.models.sit import SiT
 
-
     lat = latent_cache(tmp_path / "lat")
     cfg = tiny_cfg(compile=True)
     assert C.load_params().generator("sit_l", "tiny").optim.compile

@@ -46,5 +46,15 @@ def test_wall_span_and_parallelism(tmp_path):
     _write(tmp_path / "a" / "x.tsv", 100.0, 1100)  # ran 1000-1100
     _write(tmp_path / "b" / "y.tsv", 150.0, 1200)  # ran 1050-1200, beside x for 50 s
     _write(tmp_path / "old.tsv", 5.0, 10)          # another run's job
-    assert rt.wall_span(tmp_path, since=500) == (200.0, 250.0)
-    assert rt.wall_span(tmp_path, since=5000) == (0.0, 0.0)
+    assert rt.wall_span(rt.read_jobs(tmp_path, since=500)) == (200.0, 200.0, 250.0)
+    assert rt.wall_span(rt.read_jobs(tmp_path, since=5000)) == (0.0, 0.0, 0.0)
+
+
+def test_wall_span_leaves_out_the_pause_of_a_resumed_run(tmp_path):
+    rt = _module()
+    _write(tmp_path / "a" / "x.tsv", 100.0, 1100)  # segment 1: 1000-1100
+    _write(tmp_path / "a" / "y.tsv", 60.0, 1090)   # 1030-1090, inside x
+    _write(tmp_path / "b" / "z.tsv", 50.0, 1550)   # segment 2 after a 400 s pause: 1500-1550
+    span, busy, serial = rt.wall_span(rt.read_jobs(tmp_path))
+    assert (span, busy, serial) == (550.0, 150.0, 210.0)
+    assert rt.read_times(tmp_path, jobs=rt.read_jobs(tmp_path, since=1200)) == {"b": [("z", 50.0)]}

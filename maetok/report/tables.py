@@ -348,9 +348,10 @@ def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
         bound = (f" IS is bounded by the evaluator's number of classes ({a.data.num_classes}, not "
                  f"{p.data.num_classes})." if uses_is else "")
         what = "FID" + ("/IS" if uses_is else "") + ("/precision/recall" if uses_pr else "")
+        pr = (" (for precision/recall, the paper's ADM suite uses Inception features too; this pipeline "
+              "at paper scale uses VGG16)" if uses_pr else "")
         notes.append(f"{what} features: a classifier trained on the train split (rule train_standin, role "
-                     f"evaluator; feature_network `{ea.feature_network}`) stands in for Inception-v3"
-                     f"{' (and VGG16 for precision/recall)' if uses_pr else ''}.{bound}")
+                     f"evaluator; feature_network `{ea.feature_network}`) stands in for Inception-v3{pr}.{bound}")
     if uses_recon and ea.num_recon != ep.num_recon:
         notes.append(f"rFID/PSNR/SSIM on {ea.num_recon:,} validation images (paper {ep.num_recon:,}).")
     sa, sp = a.sampling, p.sampling
@@ -366,6 +367,61 @@ def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     notes.append(f"At scale `{scale}` our numbers are NOT comparable in absolute value to the paper's (other data, "
                  "resolution, model sizes, training length and feature network): compare the ordering of rows "
                  "within a table, not the values across the ours/paper columns.")
+    return notes
+
+
+def _twin(variants, name: str, key) -> str:
+    """The first of `variants` (params.yaml order) whose `key` equals `name`'s."""
+    k = key(name)
+    return next(v for v in variants if key(v) == k)
+
+
+def shared_run_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
+    """Footnotes for rows of ours that, at `scale`, are the same run as rows of other tables.
+
+    Two variants that differ only at another scale (maetok_main is maetok trained longer at paper
+    scale; sit_xl is sit_l at tiny) have one merged config here. The workflow trains such a
+    tokenizer once (common.smk: canonical_tokenizer); a generator with the same config, seed and
+    latents trains to the same weights. The row then repeats another table's numbers, and says so.
+    """
+    def tok_key(v):
+        return params.tokenizer(v, scale), params.tokenizer_data(v, scale)
+
+    def gen_key(v):
+        return params.generator(v, scale), params.sampling(v, scale)
+
+    def sources(part, row):
+        """{(metrics JSON kind, tokenizer run, generator run): (kind, tokenizer, generator) as the row
+        names them} of each number the row reads; guided.* metrics are a row's own CFG points."""
+        tok = _twin(params.tokenizer_variants, row.tokenizer, tok_key)
+        gen = _twin(params.generator_variants, row.generator, gen_key) if row.generator else None
+        kinds = {src.split(".")[0] for src in part.metrics.values() if src} - {"guided"}
+        return {(k, tok, None if k == "recon" else gen): (k, row.tokenizer, None if k == "recon" else row.generator)
+                for k in kinds}
+
+    notes = []
+    for tok in dict.fromkeys(r.tokenizer for _, r in spec.our_rows()):
+        if (twin := _twin(params.tokenizer_variants, tok, tok_key)) != tok:
+            notes.append(f"At scale `{scale}`, tokenizer `{tok}` has the same config as `{twin}` (they differ "
+                         "at another scale), so one trained tokenizer serves both.")
+    for gen in dict.fromkeys(r.generator for _, r in spec.our_rows() if r.generator):
+        if (twin := _twin(params.generator_variants, gen, gen_key)) != gen:
+            notes.append(f"At scale `{scale}`, generator `{gen}` is trained and sampled as `{twin}` (they differ "
+                         "at another scale); on the same latents and seed it gives the same samples.")
+    if not notes:
+        return []
+    mine = {run: named for p, r in spec.our_rows() for run, named in sources(p, r).items()}
+    mine_named = set(mine.values())
+    elsewhere: dict[tuple[str, str], str | None] = {}  # (table + part, tokenizer) -> generator, if any
+    for other in load_specs().values():
+        for part, r in other.our_rows():
+            for run, (kind, tok, gen) in sources(part, r).items():
+                if other.name != spec.name and run in mine and (kind, tok, gen) not in mine_named:
+                    where = (f"Table {other.name.removeprefix('table')}{part.name}", tok)
+                    elsewhere[where] = elsewhere.get(where) or gen
+    if elsewhere:
+        runs = [f"{where} (`{tok}`" + (f" + `{gen}`" if gen else "") + ")" for (where, tok), gen in elsewhere.items()]
+        notes.append(f"These rows repeat numbers of the same runs in {', '.join(runs)}.")
     return notes
 
 
@@ -438,7 +494,8 @@ def make_table(table: str, results: str | Path, scale: str, out_csv: str | Path,
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    md = render_markdown(spec, rows, scale, results, scale_notes(spec, params, scale))
+    md = render_markdown(spec, rows, scale, results,
+                         scale_notes(spec, params, scale) + shared_run_notes(spec, params, scale))
     write_text(out_csv, buf.getvalue())
     write_text(out_md, md)
     return rows

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from maetok import config as C
 from maetok.report import tables
@@ -230,3 +231,27 @@ def test_cli_make_table(tmp_path, capsys):
 def test_package_paper_tables_equal_the_shared_copy():
     for src in SHARED.glob("*.csv"):
         assert (PAPER_DIR / src.name).read_bytes() == src.read_bytes(), src.name
+
+
+def test_rows_that_are_another_tables_run_say_so(params):
+    # At tiny, maetok_main is maetok (it only trains longer at paper scale) and sit_xl is sit_l:
+    # Table 2's MAETok + SiT-XL row is Table 1a's AE+MM+FT run.
+    notes = tables.shared_run_notes(tables.get_spec("table2"), params, "tiny")
+    assert any("tokenizer `maetok_main` has the same config as `maetok`" in n for n in notes)
+    assert any("generator `sit_xl` is trained and sampled as `sit_l`" in n for n in notes)
+    assert notes[-1] == ("These rows repeat numbers of the same runs in Table 1a (`maetok` + `sit_l`), "
+                         "Table 13a (`maetok` + `sit_l`).")
+    # Table 4 reads only reconstruction metrics: it shares the tokenizer, not the generator.
+    assert tables.shared_run_notes(tables.get_spec("table4"), params, "tiny")[-1] == (
+        "These rows repeat numbers of the same runs in Table 1a (`maetok`), Table 13a (`maetok`).")
+    assert tables.shared_run_notes(tables.get_spec("table1"), params, "tiny") == []
+    assert tables.shared_run_notes(tables.get_spec("table2"), params, "paper") == []
+
+
+def test_shared_run_notes_follow_the_params():
+    # Give sit_xl a tiny config of its own: Table 2 then shares only the tokenizer with Table 1a.
+    raw = yaml.safe_load(Path(C.DEFAULT_PARAMS).read_text())
+    raw["generator_variants"]["sit_xl"]["by_scale"]["tiny"] = {"optim": {"steps": 900}}
+    notes = tables.shared_run_notes(tables.get_spec("table2"), C.load_params(raw, {"scale": "tiny"}), "tiny")
+    assert not any("generator `sit_xl`" in n for n in notes)
+    assert notes[-1] == "These rows repeat numbers of the same runs in Table 1a (`maetok`), Table 13a (`maetok`)."

@@ -448,6 +448,21 @@ class Params:
             return s.data
         return dataclasses.replace(s.data, image_size=s.hires.image_size)
 
+    def same_runs(self, kind: str, scale: str | None = None) -> dict[str, str]:
+        """{variant: the first variant (params.yaml order) that is the same run at `scale`} of the
+        `kind` "tokenizer" (same merged config and data) or "generator" (same config and sampling).
+        Variants that differ only at another scale merge here: at tiny, maetok_main is maetok (it
+        trains longer only at paper scale), so the workflow trains one tokenizer for both."""
+        if kind == "tokenizer":
+            names = list(self.tokenizer_variants)
+            keys = [(self.tokenizer(v, scale), self.tokenizer_data(v, scale)) for v in names]
+        elif kind == "generator":
+            names = list(self.generator_variants)
+            keys = [(self.generator(v, scale), self.sampling(v, scale)) for v in names]
+        else:
+            raise ValueError(f"kind must be 'tokenizer' or 'generator', not {kind!r}")
+        return {v: names[keys.index(k)] for v, k in zip(names, keys, strict=True)}
+
     @property
     def active(self) -> ScaleConfig:
         return self.scales[self.scale]

@@ -155,3 +155,15 @@ def test_job_sampling_records_what_each_guidance_uses(raw):
     point = params.job_sampling("lightningdit", "cfg1.8_0.125-0.8")
     assert (point.cfg_scale, point.cfg_interval_low, point.cfg_interval_high) == (1.8, 0.125, 0.8)
     assert point.num_samples == params.active.cfg_sweep.num_samples == 1000
+
+
+def test_same_runs_merge_variants_that_differ_only_at_another_scale(raw):
+    params = C.load_params(raw)
+    tiny_tok, paper_tok = params.same_runs("tokenizer", "tiny"), params.same_runs("tokenizer", "paper")
+    assert tiny_tok["maetok_main"] == "maetok" and paper_tok["maetok_main"] == "maetok_main"
+    assert tiny_tok["maetok_512"] == "maetok_512"  # same config as maetok_main, other data (64 px)
+    assert params.same_runs("generator", "tiny")["sit_xl"] == "sit_l"
+    assert params.same_runs("generator", "paper")["sit_xl"] == "sit_xl"
+    assert all(v == k for k, v in paper_tok.items())  # at paper scale every variant is its own run
+    raw["tokenizer_variants"]["maetok_main"]["by_scale"]["tiny"] = {"optim": {"steps": 1600}}
+    assert C.load_params(raw).same_runs("tokenizer", "tiny")["maetok_main"] == "maetok_main"

@@ -370,42 +370,31 @@ def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     return notes
 
 
-def _twin(variants, name: str, key) -> str:
-    """The first of `variants` (params.yaml order) whose `key` equals `name`'s."""
-    k = key(name)
-    return next(v for v in variants if key(v) == k)
-
-
 def shared_run_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     """Footnotes for rows of ours that, at `scale`, are the same run as rows of other tables.
 
     Two variants that differ only at another scale (maetok_main is maetok trained longer at paper
     scale; sit_xl is sit_l at tiny) have one merged config here. The workflow trains such a
-    tokenizer once (common.smk: canonical_tokenizer); a generator with the same config, seed and
+    tokenizer once (`Params.same_runs`); a generator with the same config, seed and
     latents trains to the same weights. The row then repeats another table's numbers, and says so.
     """
-    def tok_key(v):
-        return params.tokenizer(v, scale), params.tokenizer_data(v, scale)
-
-    def gen_key(v):
-        return params.generator(v, scale), params.sampling(v, scale)
+    same_tok, same_gen = params.same_runs("tokenizer", scale), params.same_runs("generator", scale)
 
     def sources(part, row):
         """{(metrics JSON kind, tokenizer run, generator run): (kind, tokenizer, generator) as the row
         names them} of each number the row reads; guided.* metrics are a row's own CFG points."""
-        tok = _twin(params.tokenizer_variants, row.tokenizer, tok_key)
-        gen = _twin(params.generator_variants, row.generator, gen_key) if row.generator else None
+        tok, gen = same_tok[row.tokenizer], same_gen[row.generator] if row.generator else None
         kinds = {src.split(".")[0] for src in part.metrics.values() if src} - {"guided"}
         return {(k, tok, None if k == "recon" else gen): (k, row.tokenizer, None if k == "recon" else row.generator)
                 for k in kinds}
 
     notes = []
     for tok in dict.fromkeys(r.tokenizer for _, r in spec.our_rows()):
-        if (twin := _twin(params.tokenizer_variants, tok, tok_key)) != tok:
+        if (twin := same_tok[tok]) != tok:
             notes.append(f"At scale `{scale}`, tokenizer `{tok}` has the same config as `{twin}` (they differ "
                          "at another scale), so one trained tokenizer serves both.")
     for gen in dict.fromkeys(r.generator for _, r in spec.our_rows() if r.generator):
-        if (twin := _twin(params.generator_variants, gen, gen_key)) != gen:
+        if (twin := same_gen[gen]) != gen:
             notes.append(f"At scale `{scale}`, generator `{gen}` is trained and sampled as `{twin}` (they differ "
                          "at another scale); on the same latents and seed it gives the same samples.")
     if not notes:

@@ -132,15 +132,14 @@ def standin_priority(wildcards):
     return 3 if wildcards.role.startswith("teacher") else 1
 
 
-@functools.cache
-def canonical_tokenizer(tok):
-    """The first variant (in params.yaml order) whose merged config and data equal `tok`'s at this scale.
+# Variants that differ only at another scale share one trained tokenizer (maetok_main is
+# maetok at tiny): {variant: the first variant with the same merged config and data}.
+SAME_TOKENIZER = PARAMS.same_runs("tokenizer")
 
-    Variants that only differ at another scale (e.g. maetok_main = maetok trained longer at
-    paper scale) then share one trained tokenizer instead of training twice.
-    """
-    key = (tokenizer_config(tok), tokenizer_data_config(tok))
-    return next(v for v in TOKENIZERS if (tokenizer_config(v), tokenizer_data_config(v)) == key)
+
+def canonical_tokenizer(tok):
+    """The variant whose trained tokenizer `tok` uses at this scale (Params.same_runs)."""
+    return SAME_TOKENIZER[tok]
 
 
 def tokenizer_weights(tok):

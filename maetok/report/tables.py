@@ -403,9 +403,12 @@ def shared_run_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]
     mine_named = set(mine.values())
     elsewhere: dict[tuple[str, str], str | None] = {}  # (table + part, tokenizer) -> generator, if any
     for other in load_specs().values():
+        if other.name == spec.name:
+            continue
         for part, r in other.our_rows():
-            for run, (kind, tok, gen) in sources(part, r).items():
-                if other.name != spec.name and run in mine and (kind, tok, gen) not in mine_named:
+            for run, named in sources(part, r).items():
+                if run in mine and named not in mine_named:
+                    _, tok, gen = named
                     where = (f"Table {other.name.removeprefix('table')}{part.name}", tok)
                     elsewhere[where] = elsewhere.get(where) or gen
     if elsewhere:

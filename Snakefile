@@ -6,6 +6,15 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+# Snakemake's YAML loader keeps the last of two equal keys silently and drops a syntax error's line:
+# read the params files first with maetok's, which names both (maetok/config.py: read_yaml).
+from maetok.config import ConfigError, check_yaml_files
+
+try:
+    check_yaml_files(["params.yaml", *workflow.overwrite_configfiles])
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
+
 
 configfile: "params.yaml"
 

@@ -211,7 +211,8 @@ def ddp_check(device) -> dict:
         ones = torch.ones(4, device=device)
         dist.all_reduce(ones)
         layer = torch.nn.Linear(16, 16).to(device)
-        ddp = torch.nn.parallel.DistributedDataParallel(layer, device_ids=[device.index] if device.type == "cuda" else None)
+        ids = [device.index] if device.type == "cuda" else None
+        ddp = torch.nn.parallel.DistributedDataParallel(layer, device_ids=ids)
         ddp(torch.randn(8, 16, device=device)).sum().backward()
         synchronize(device)
         ok = bool(ones.eq(1).all()) and layer.weight.grad is not None

@@ -131,14 +131,23 @@ def cmd_eval_reconstruction(args) -> int:
 
 
 def cmd_model_info(args) -> int:
-    from maetok.models import info
+    from maetok.models import info, tokenizer
 
-    print(json.dumps(info.model_info(args.name, **({"num_tokens": args.tokens} if args.tokens else {})), indent=2))
+    networks = (C.load_params(args.params).scales[args.scale].tokenizer.networks
+                if args.name in tokenizer.MAETok_models else None)
+    print(json.dumps(info.model_info(args.name, **({"num_tokens": args.tokens} if args.tokens else {}),
+                                     networks=networks), indent=2))
     return 0
 
 
 def cmd_check_params(args) -> int:
+    from maetok.report.tables import ReportError, check_params
+
     params = _params(args)
+    try:
+        check_params(params)  # the tables' variants and CFG-sweep step, as the workflow checks at load
+    except ReportError as e:
+        raise C.ConfigError(str(e)) from None
     print(f"{args.params}: OK (scale={params.scale})")
     return 0
 
@@ -220,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(MAETok_models) or generator (SiT_models); generators also report forward GFLOPs.")
     p.add_argument("name", help="registry name, e.g. MAETok-B/16 or SiT-XL/1")
     p.add_argument("--tokens", type=int, help="latent tokens for generator GFLOPs (default 128)")
+    p.add_argument("--params", default=str(C.DEFAULT_PARAMS),
+                   help="params.yaml whose tokenizer.networks size the aux heads (default: %(default)s)")
+    p.add_argument("--scale", default="paper", choices=C.SCALES,
+                   help="scale of those networks (default: paper; tiny: the stand-in teachers)")
     p.set_defaults(func=cmd_model_info)
 
     from maetok.commands import generator as generator_commands
@@ -232,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     from maetok.commands import mlflow_import
 
     mlflow_import.register(sub)
+    from maetok.commands import official as official_commands
+
+    official_commands.register(sub)
 
     p = sub.add_parser("check-params", help="validate params.yaml and exit",
                        description="Load params.yaml strictly; print the first problem with its key path.")
@@ -252,6 +268,7 @@ def _user_errors() -> tuple[type, ...]:
     from maetok.eval.fidelity import FidelityError
     from maetok.eval.generation import SamplesError
     from maetok.latents import LatentCacheError
+    from maetok.models.official import OfficialWeightsError
     from maetok.models.sit import LatentShapeError
     from maetok.models.tokenizer import ImageSizeError
     from maetok.train.checkpoint import CheckpointError
@@ -259,7 +276,7 @@ def _user_errors() -> tuple[type, ...]:
     from maetok.utils.io import OutputDirError
 
     return (C.ConfigError, DataError, CheckpointError, NonFiniteLossError, LatentCacheError, SamplesError,
-            FidelityError, OutputDirError, ImageSizeError, LatentShapeError, FileNotFoundError)
+            FidelityError, OutputDirError, ImageSizeError, LatentShapeError, OfficialWeightsError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,10 +59,15 @@ class DataConfig:
 AUX_TARGETS = ("pixel", "hog", "dino", "clip")
 
 
+# Patch size of each size in the registry `MAETok_models` (maetok/models/tokenizer.py), here so that
+# checking params.yaml does not import torch; tests/test_config.py checks that the two agree.
+TOKENIZER_PATCH_SIZES = {"MAETok-XS": 8, "MAETok-T": 4, "MAETok-S": 4, "MAETok-B/16": 16, "MAETok-Fixture": 16}
+
+
 @dataclass(frozen=True)
 class TokenizerModelConfig:
     size: str = doc("Size from the registry `MAETok_models` (maetok/models/tokenizer.py): width, depth, heads, "
-                    "patch size.", choices=("MAETok-XS", "MAETok-T", "MAETok-S", "MAETok-B/16"))
+                    "patch size.", choices=("MAETok-XS", "MAETok-T", "MAETok-S", "MAETok-B/16", "MAETok-Fixture"))
     num_latent_tokens: int = doc("L, the number of learnable 1D latent tokens (paper §4.1: 128).")
     latent_dim: int = doc("H, the channel width of each latent token (paper §4.1: 32).")
     latent_tokens: bool = doc("Learnable latent tokens (true, MAETok) or the image tokens themselves as latents "
@@ -76,6 +81,14 @@ class TokenizerModelConfig:
                             "(spec §10.11; the paper text has RoPE only).")
     decoder_block: Literal["modulated", "plain"] = doc(
         "Pixel-decoder blocks: latent-modulated (official code, spec §10.12) or plain ViT blocks (paper text).")
+    depth: int | None = doc(
+        "Blocks of the encoder and of the pixel decoder, overriding the size's own (null: the size's, MAETok-B/16: "
+        "12). Widths and heads stay the size's. For rehearsals of the paper path on small machines "
+        "(tests/workflow/rehearsal.yaml); optional.", default=None)
+
+    def check(self, path: str) -> None:
+        if self.depth is not None and self.depth <= 0:
+            raise ConfigError(f"{_at(path, 'depth')}: must be > 0 or null (the size's own), got {self.depth}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,17 @@ class NetworksConfig:
     vgg_weights: str = doc("torchvision VGG16 ImageNet weights for LPIPS (pretrained only).")
     disc_model: str = doc("timm name of the frozen discriminator backbone (paper: DINOv2-S; code: DINO ViT-S/16).")
     disc_weights: str = doc("Local weight file of the discriminator backbone (pretrained only).")
+    # How the teachers see the images: the paper does not say; the defaults are the official code's
+    # (docs/deviations.md). Defaults also let tokenizer files written before these keys existed load.
+    teacher_input: Literal["official", "native"] = doc(
+        "Input geometry of the pretrained teachers: `official` (the official code) resamples each teacher's "
+        "patch embedding to the tokenizer's patch size (and its position table to the grid) and runs it at the "
+        "tokenizer's image size, e.g. DINOv2-L/14 as /16 at 256 px; `native` keeps the teacher's own patch and "
+        "resizes the images so its token grid equals the tokenizer's (224 px for a /14 teacher at 256).",
+        default="official")
+    clip_norm: Literal["imagenet", "siglip"] = doc(
+        "Input normalisation of the CLIP-type teacher: ImageNet mean/std (the official code) or SigLIP's own "
+        "mean = std = 0.5. The DINO-type teacher always gets ImageNet mean/std.", default="imagenet")
 
 
 @dataclass(frozen=True)
@@ -180,14 +204,21 @@ class FinetuneConfig:
     enabled: bool = doc("Run stage 2 (paper §3.3): frozen encoder, aux decoders dropped, decoder fine-tuned.")
     steps: int = doc("Stage-2 steps.")
     mask_start: float = doc("Mask ratio at the start of stage 2 (paper §4.1: 0.6).")
-    anneal_steps: int = doc("Steps over which the mask ratio falls linearly to 0 (paper §4.1: 50K).")
+    anneal_steps: int = doc("Steps over which the mask ratio falls linearly to 0, reached at the last of them "
+                            "(paper §4.1: 50K).")
     lr: float = doc("Stage-2 base learning rate.")
     compile: bool = doc("torch.compile the decoder in stage 2 (as optim.compile in stage 1).", default=False)
+    disc_start: int = doc(
+        "Stage-2 step from which the adversarial term and the discriminator updates are on (stage 2 continues "
+        "stage 1's discriminator and its optimiser state). 0: from the first step, as paper §3.3 (Eq. 6, the same "
+        "loss as stage 1) reads; loss.disc_start counts stage-1 steps only.", default=0)
 
     def check(self, path: str) -> None:
         _positive(self, path, "steps", "lr")
         if self.anneal_steps < 0:
             raise ConfigError(f"{_at(path, 'anneal_steps')}: must be >= 0, got {self.anneal_steps}")
+        if self.disc_start < 0:
+            raise ConfigError(f"{_at(path, 'disc_start')}: must be >= 0, got {self.disc_start}")
         if not 0.0 <= self.mask_start < 1.0:
             raise ConfigError(f"{_at(path, 'mask_start')}: must be in [0, 1), got {self.mask_start}")
 
@@ -223,22 +254,34 @@ class TransportConfig:
     time_std: float = doc("Std of the logit-normal time distribution.")
     cos_weight: float = doc("Weight of LightningDiT's cosine velocity-direction loss (paper Table 9; 0 for SiT).")
     conditional: bool = doc("Class-conditional (true) or unconditional generation (Table 5).")
-    class_dropout: float = doc("Label dropout for classifier-free guidance (SiT: 0.1).")
+    class_dropout: float = doc("Label dropout for classifier-free guidance (SiT: 0.1); in [0, 1), 0 trains no "
+                               "unconditional model, so `cfg` sampling has nothing to guide with.")
+
+    def check(self, path: str) -> None:
+        if not 0.0 <= self.class_dropout < 1.0:
+            raise ConfigError(f"{_at(path, 'class_dropout')}: must be in [0, 1) (0.1 for classifier-free guidance, "
+                              f"as SiT), got {self.class_dropout}")
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
     size: str = doc("Size from the registry `SiT_models` (maetok/models/sit.py).",
-                    choices=("SiT-T/1", "SiT-S/1", "SiT-B/1", "SiT-L/1", "SiT-XL/1", "LightningDiT-T/1",
-                             "LightningDiT-B/1", "LightningDiT-L/1", "LightningDiT-XL/1"))
+                    choices=("SiT-T/1", "SiT-S/1", "SiT-B/1", "SiT-L/1", "SiT-XL/1", "SiT-Fixture/1",
+                             "LightningDiT-T/1", "LightningDiT-B/1", "LightningDiT-L/1", "LightningDiT-XL/1"))
     transport: TransportConfig = doc("Flow-matching transport (paper §4.1, App. B Tables 8-9).")
     optim: OptimConfig = doc("Generator optimisation (paper App. B Tables 8-9).")
     latent_norm: Literal["scalar", "channel"] = doc(
         "Latent normalisation before diffusion: one global mean/std (official, spec §5.3) or per channel.")
     eval_steps: list[int] = doc("Training steps whose EMA weights are kept for gFID-vs-steps (Fig. 5b); "
                                 "the last step is always kept.")
+    depth: int | None = doc(
+        "Transformer blocks, overriding the size's own (null: the size's, SiT-L/1: 24). Width and heads stay the "
+        "size's. For rehearsals of the paper path on small machines (tests/workflow/rehearsal.yaml); optional.",
+        default=None)
 
     def check(self, path: str) -> None:
+        if self.depth is not None and self.depth <= 0:
+            raise ConfigError(f"{_at(path, 'depth')}: must be > 0 or null (the size's own), got {self.depth}")
         if any(s <= 0 or s > self.optim.steps for s in self.eval_steps):
             raise ConfigError(f"{_at(path, 'eval_steps')}: every step must be in [1, optim.steps={self.optim.steps}]")
 
@@ -340,6 +383,17 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class NodesConfig:
+    tokenizer: int = doc("Slurm nodes per tokenizer training job (rules train_tokenizer, finetune_decoder): "
+                         "1 runs `torchrun --standalone` on one node; N > 1 one torchrun per node (README: "
+                         "Running on a cluster).")
+    generator: int = doc("Slurm nodes per generator training job (rule train_generator), as `tokenizer`.")
+
+    def check(self, path: str) -> None:
+        _positive(self, path, "tokenizer", "generator")
+
+
+@dataclass(frozen=True)
 class ScaleConfig:
     data: DataConfig = doc("Dataset settings for this scale.")
     hires: HiresConfig = doc("The higher-resolution data of `resolution: hires` tokenizers (512x512 tables).")
@@ -350,6 +404,9 @@ class ScaleConfig:
     evaluation: EvaluationConfig = doc("Reconstruction and generation metrics.")
     standins: StandinsConfig = doc("Stand-in networks trained at tiny scale (ignored at paper scale).")
     analysis: AnalysisConfig = doc("Latent-space analyses: GMM, linear probe, UMAP.")
+    nodes: NodesConfig = doc("Nodes per training job, each with the job's GPUs. A resource of the rules, never "
+                             "part of a job's config: changing it reruns no training job, and one resumes its "
+                             "checkpoints on another number of nodes.")
 
     def check(self, path: str) -> None:
         if self.hires.image_size <= self.data.image_size:
@@ -382,14 +439,33 @@ class Params:
                               f"found {sorted(self.scales)}")
         for scale in SCALES:
             for name in self.tokenizer_variants:
-                self.tokenizer(name, scale)
-                self.tokenizer_data(name, scale)
+                self._check_patch_grid(name, scale)
             for name in self.generator_variants:
                 self.generator(name, scale)
                 n, classes = self.sampling(name, scale).num_samples, self.scales[scale].data.num_classes
                 if n % classes:
                     raise ConfigError(f"generator_variants.{name}.sampling.num_samples: {n} is not divisible by "
                                       f"scales.{scale}.data.num_classes = {classes}: use a multiple of {classes}")
+
+    def _check_patch_grid(self, tokenizer: str, scale: str) -> None:
+        """Every image size tokenizer variant `tokenizer` trains on at `scale` splits into whole patches
+        (else its first job would stop on it)."""
+        cfg, data = self.tokenizer(tokenizer, scale), self.tokenizer_data(tokenizer, scale)
+        patch = TOKENIZER_PATCH_SIZES.get(cfg.model.size)
+        if patch is None:
+            return
+        raw = self.tokenizer_variants[tokenizer]
+        mixed = (f"tokenizer_variants.{tokenizer}.by_scale.{scale}.mixed_resolution"
+                 if "mixed_resolution" in ((raw.get("by_scale") or {}).get(scale) or {})
+                 else f"tokenizer_variants.{tokenizer}.mixed_resolution" if "mixed_resolution" in raw
+                 else f"scales.{scale}.tokenizer.mixed_resolution")
+        key = f"scales.{scale}.{'data' if self.resolution(tokenizer) == 'base' else 'hires'}.image_size"
+        sizes = [(key, data.image_size)] + [(mixed, s) for s in cfg.mixed_resolution]
+        for where, size in sizes:
+            if size % patch:
+                raise ConfigError(f"{where}: {size} px is not divisible by the patch size {patch} of "
+                                  f"{cfg.model.size} (the model.size of tokenizer variant {tokenizer!r} at scale "
+                                  f"{scale}): use a multiple of {patch}, or a model.size whose patch divides {size}")
 
     def generator(self, variant: str, scale: str | None = None) -> GeneratorConfig:
         """The merged config of generator `variant` at `scale` (default: the active one)."""
@@ -481,6 +557,10 @@ def _merge_variant(params: Params, block: str, variants: dict, cls: type, name: 
         raise ConfigError(f"unknown {block} variant {name!r}; defined in params.yaml `{block}_variants`: "
                           f"{', '.join(variants)}")
     side = VARIANT_SIDE_KEYS[block]
+    description = variants[name].get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{block}_variants.{name}.description: expected a string, got {type(description).__name__} "
+                          f"{description!r}: quote it (description: \"...\")")
     override = {k: v for k, v in variants[name].items() if k not in VARIANT_EXTRA_KEYS + side}
     by_scale = variants[name].get("by_scale") or {}
     if not isinstance(by_scale, dict) or set(by_scale) - set(SCALES):
@@ -615,15 +695,56 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def _duplicate_keys(node: yaml.Node, path: str = ""):
+    """(key path, first line, repeated line) of every key written twice in one mapping of the tree."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                yield _at(path, key), seen[key], line
+            seen.setdefault(key, line)
+            yield from _duplicate_keys(value, _at(path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, f"{path}[{i}]")
+
+
 def read_yaml(path: str | Path) -> dict:
+    """A params file as a dict. Unlike `yaml.safe_load` (and Snakemake's loader), it refuses a key
+    written twice in one mapping, which would otherwise keep the last value silently, and a syntax
+    error names the line and column."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"params file {path} not found (run from the repository root, or pass --params)")
-    with open(path) as f:
-        data = yaml.safe_load(f)
+    loader = yaml.SafeLoader(path.read_text())
+    try:
+        node = loader.get_single_node()
+        for key, first, again in _duplicate_keys(node) if node is not None else ():
+            raise ConfigError(f"{path}: duplicate key {key!r} on lines {first} and {again}: keep one of them "
+                              "(YAML would silently use the last)")
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as e:
+        mark, context = e.problem_mark or e.context_mark, ""
+        if e.context and e.context_mark and e.context_mark is not mark:
+            context = f" ({e.context} started at line {e.context_mark.line + 1}, column {e.context_mark.column + 1})"
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: YAML syntax error{at}: {e.problem or e.context}{context}: fix the file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())}): fix the file") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+def check_yaml_files(paths) -> None:
+    """Read each params file (params.yaml, --configfile overlays) as `read_yaml` does, so that Snakemake
+    stops on a duplicate key or a syntax error with its line before its own loader reads the file."""
+    for path in dict.fromkeys(str(p) for p in paths):
+        read_yaml(path)
 
 
 def load_params(source: str | Path | dict = DEFAULT_PARAMS, overrides: dict | None = None) -> Params:

@@ -22,23 +22,25 @@ import math
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 LPIPS_VGG_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
-DINO_VITS16_URL = "https://dl.fbaipublicfiles.com/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _require_file(path, what, url):
+def _require_file(path, what, url, how=None):
+    """`how` replaces "Download <url> on a machine with internet." where the source has more than a URL."""
     path = Path(path)
     if not path.is_file():
+        how = how or f"Download {url} on a machine with internet."
         raise FileNotFoundError(
-            f"{what} weights not found at '{path}'. Download {url} on a machine with internet, put it at "
-            f"that path (and `dvc add` it), or use the tiny-scale stand-in instead."
+            f"{what} weights not found at '{path}'. {how} Put the file at that path (and `dvc add` it), or "
+            "use the tiny-scale stand-in instead."
         )
     return path
 
@@ -144,18 +146,28 @@ def lecam_reg(logits_real, logits_fake, ema_real, ema_fake):
 
 
 class LeCAM(nn.Module):
-    """EMAs of the batch-mean real/fake logits (decay 0.999, init 0), updated before R is taken."""
+    """EMAs of the batch-mean real/fake logits (decay 0.999, init 0), updated before R is taken.
+
+    With `distributed = True` (set by the trainer under torch.distributed) the batch means are
+    averaged over the processes first, so every rank holds the EMAs of the global batch: the
+    same values on every rank, and the same as one process with that batch.
+    """
 
     def __init__(self, decay=0.999):
         super().__init__()
         self.decay = decay
+        self.distributed = False
         self.register_buffer("ema_real", torch.zeros(()))
         self.register_buffer("ema_fake", torch.zeros(()))
 
     @torch.no_grad()
     def update(self, logits_real, logits_fake):
-        self.ema_real.mul_(self.decay).add_(logits_real.mean().float(), alpha=1 - self.decay)
-        self.ema_fake.mul_(self.decay).add_(logits_fake.mean().float(), alpha=1 - self.decay)
+        means = torch.stack([logits_real.mean().float(), logits_fake.mean().float()])
+        if self.distributed:
+            dist.all_reduce(means)
+            means /= dist.get_world_size()
+        self.ema_real.mul_(self.decay).add_(means[0], alpha=1 - self.decay)
+        self.ema_fake.mul_(self.decay).add_(means[1], alpha=1 - self.decay)
 
     def forward(self, logits_real, logits_fake):
         self.update(logits_real, logits_fake)
@@ -322,7 +334,11 @@ def dino_vits16(weights_path, model_name="vit_small_patch16_224.dino"):
     """
     import timm
 
-    path = _require_file(weights_path, f"discriminator backbone ({model_name})", DINO_VITS16_URL)
+    from maetok.models.teachers import download_hint
+
+    # The hint comes from timm's config of `model_name`, so it offers a file that loads into that model.
+    path = _require_file(weights_path, f"discriminator backbone {model_name} (params.yaml "
+                         "`tokenizer.networks.disc_weights` for `disc_model`)", None, download_hint(model_name))
     kwargs = {"img_size": 224} if "dinov2" in model_name else {}
     vit = timm.create_model(model_name, pretrained=True, num_classes=0,
                             pretrained_cfg_overlay={"file": str(path)}, **kwargs)
@@ -342,8 +358,9 @@ def _sn_conv(in_chans, out_chans, kernel_size=1):
 class DiscHead(nn.Module):
     """SNConv1d(k=1)-BN-LReLU, residual [SNConv1d(k=9, circular)-BN-LReLU] / sqrt(2), SNConv1d -> 1 logit per token.
 
-    The official head uses SyncBatchNorm; here BatchNorm1d (convert with
-    `nn.SyncBatchNorm.convert_sync_batchnorm` under DDP).
+    The official code (github.com/Hhhhhhao/continuous_tokenizer) uses SyncBatchNorm. The head is
+    built with BatchNorm1d, which is exact in one process; the trainer converts it with
+    `sync_batchnorm` when it runs in several.
     """
 
     def __init__(self, channels, kernel_size=9):
@@ -358,6 +375,68 @@ class DiscHead(nn.Module):
         h = self.proj(x)
         h = (h + self.res(h)) / math.sqrt(2)
         return self.out(h).squeeze(1)
+
+
+class AllReduceBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training-mode statistics cover the batches of all processes.
+
+    `nn.SyncBatchNorm` does this on GPUs but refuses CPU tensors (the gloo path of a CPU
+    run with several processes). Here the per-channel sums, counts and squared deviations
+    are summed with the autograd-aware all-reduce of `torch.distributed.nn`: its backward
+    sums the gradients of the shared statistics over the processes, as SyncBatchNorm's
+    backward does, so the gradients are those of one batch norm over the global batch.
+    Running statistics take the global mean and unbiased variance, the same on every rank.
+    In one process, or in eval mode, this is plain BatchNorm1d.
+    """
+
+    def forward(self, x):
+        """x: (B, C) or (B, C, N)."""
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        self._check_input_dim(x)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        xf = x.float()  # statistics in fp32 under bf16 autocast
+        local = torch.cat([xf.sum(dims), xf.new_tensor([x.numel() / x.shape[1]])])
+        total = all_reduce(local)
+        n = total[-1].detach()
+        mean = total[:-1] / n
+        var = all_reduce((xf - mean.view(shape)).square().sum(dims)) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), factor)
+                self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), factor)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def sync_batchnorm(module, device):
+    """`module` with every BatchNorm1d replaced by one that normalises over all processes'
+    batches: `nn.SyncBatchNorm` on GPUs, `AllReduceBatchNorm1d` on other devices. The new
+    layers share the old ones' parameters and buffers, so an optimiser built before still
+    holds the right tensors."""
+    if torch.device(device).type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if isinstance(module, nn.BatchNorm1d) and not isinstance(module, AllReduceBatchNorm1d):
+        new = AllReduceBatchNorm1d(module.num_features, module.eps, module.momentum, module.affine,
+                                   module.track_running_stats)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean, new.running_var = module.running_mean, module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
+        return new.train(module.training)
+    for name, child in module.named_children():
+        converted = sync_batchnorm(child, device)
+        if converted is not child:
+            module.add_module(name, converted)
+    return module
 
 
 class Discriminator(nn.Module):

@@ -26,6 +26,7 @@ import yaml
 
 from maetok import config as C
 from maetok import latents as latents_mod
+from maetok import losses
 from maetok.cli import main
 from maetok.data import DataError, ImageDataset
 from maetok.eval.generation import SamplesError, load_samples
@@ -33,6 +34,8 @@ from maetok.latents import LatentCacheError, LatentDataset, LatentStats
 from maetok.models import standins, teachers
 from maetok.models.sit import LatentShapeError, SiT_models
 from maetok.models.tokenizer import ImageSizeError, MAETok_models
+from maetok.report.tables import ReportError
+from maetok.report.tables import check_params as check_tables
 from maetok.sample import check_pairing
 from maetok.train import checkpoint as ckpt
 from maetok.train.generator import build_generator, weights_metadata
@@ -72,6 +75,24 @@ BAD_PARAMS = [
     (lambda d: _tiny(d)["sampling"].update(num_samples=5001),
      "scales.tiny.sampling.num_samples: 5001 is not divisible by scales.tiny.data.num_classes = 10"),
     (lambda d: _tiny(d)["generator"]["optim"].update(lr="1e-4"), "write floats as 1.0e-4"),
+    # found by fuzzing params.yaml: each used to pass the dry run
+    (lambda d: _tiny(d)["generator"]["transport"].update(class_dropout=-0.1),
+     "scales.tiny.generator.transport.class_dropout: must be in [0, 1)"),
+    (lambda d: d["generator_variants"]["sit_l"].update(transport={"class_dropout": 1.0}),
+     "generator_variants.sit_l.transport.class_dropout: must be in [0, 1)"),
+    (lambda d: _tiny(d)["data"].update(image_size=36),
+     "scales.tiny.data.image_size: 36 px is not divisible by the patch size 8 of MAETok-XS"),
+    (lambda d: d["scales"]["paper"]["hires"].update(image_size=520),
+     "scales.paper.hires.image_size: 520 px is not divisible by the patch size 16 of MAETok-B/16"),
+    (lambda d: d["tokenizer_variants"]["ape"]["by_scale"]["tiny"].update(mixed_resolution=[32, 60]),
+     "tokenizer_variants.ape.by_scale.tiny.mixed_resolution: 60 px is not divisible by the patch size 8"),
+    (lambda d: _tiny(d)["hires"].update(image_size=68),
+     "scales.tiny.hires.image_size: 68 px is not divisible by the patch size 8 of MAETok-XS (the model.size of "
+     "tokenizer variant 'maetok_512' at scale tiny)"),
+    (lambda d: d["tokenizer_variants"]["ae"].update(description=5),
+     "tokenizer_variants.ae.description: expected a string, got int 5"),
+    (lambda d: d["generator_variants"]["sit_l"].update(description=["SiT-L"]),
+     "generator_variants.sit_l.description: expected a string, got list"),
 ]
 
 
@@ -110,6 +131,63 @@ def test_snakemake_dry_run_stops_on_bad_params_before_any_job(repo, tmp_path, ov
     assert message in r.stdout + r.stderr
     assert "fix the key in params.yaml" in r.stdout + r.stderr
     assert "Job stats" not in r.stdout
+
+
+def _with_line(repo: Path, tmp_path: Path, after: str, line: str) -> tuple[Path, int]:
+    """A copy of params.yaml with `line` inserted after the first line starting with `after` (stripped);
+    returns the copy and the 1-based number of the inserted line."""
+    lines = (repo / "params.yaml").read_text().splitlines(keepends=True)
+    i = next(n for n, text in enumerate(lines) if text.strip().startswith(after))
+    lines.insert(i + 1, line)
+    path = tmp_path / "params.yaml"
+    path.write_text("".join(lines))
+    return path, i + 2
+
+
+def test_duplicate_key_names_the_key_and_both_lines(repo, tmp_path, capsys):
+    """PyYAML (and Snakemake's loader) keep the last of two equal keys silently."""
+    path, line = _with_line(repo, tmp_path, "image_size: 32", "      image_size: 48\n")
+    with pytest.raises(C.ConfigError) as e:
+        C.load_params(path)
+    assert f"duplicate key 'scales.tiny.data.image_size' on lines {line - 1} and {line}" in str(e.value)
+    assert main(["check-params", "--params", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "duplicate key 'scales.tiny.data.image_size'" in err and err.count("\n") == 1
+
+
+def test_yaml_syntax_error_keeps_the_line_and_column(repo, tmp_path, capsys):
+    bad = "      num_classes: 10: 12\n"
+    path, line = _with_line(repo, tmp_path, "image_size: 32", bad)
+    with pytest.raises(C.ConfigError) as e:
+        C.load_params(path)
+    column = bad.index(": 12") + 1
+    assert f"{path}: YAML syntax error at line {line}, column {column}: mapping values are not allowed here" in str(
+        e.value)
+    assert main(["check-params", "--params", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"line {line}, column {column}" in err and err.count("\n") == 1
+
+
+def test_table_naming_an_undefined_variant_stops_at_load(raw, tmp_path, capsys):
+    """A table row whose variant params.yaml lacks used to fail as a MissingInputException of make_table."""
+    del raw["tokenizer_variants"]["mask_0_60"]  # only Table 1c uses it: the params alone are consistent
+    params = C.load_params(raw)
+    with pytest.raises(ReportError, match=r"table_specs.yaml: table1c \(paper row \d+\) uses tokenizer variant "
+                                          r"'mask_0_60', which params.yaml `tokenizer_variants` does not define"):
+        check_tables(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["check-params", "--params", str(path)]) == 2
+    assert "uses tokenizer variant 'mask_0_60'" in capsys.readouterr().err
+
+
+def test_cfg_sweep_step_that_the_generator_does_not_keep_stops_at_load(raw):
+    """Table 12 samples the EMA of step cfg_sweep.generator_step; a step not among the generator's
+    eval_steps used to end in a traceback from make_table's input function."""
+    raw["scales"]["tiny"]["cfg_sweep"]["generator_step"] = 300
+    with pytest.raises(ReportError, match=r"scales.tiny.cfg_sweep.generator_step: 300 is not one of the steps whose "
+                                          r"EMA generator variant 'sit_xl' keeps .* add 300 to the `eval_steps`"):
+        check_tables(C.load_params(raw))
 
 
 def test_image_size_not_divisible_by_patch_names_the_keys():
@@ -157,6 +235,18 @@ def test_missing_pretrained_teacher_names_the_key_and_how_to_get_it(tmp_path):
     msg = str(e.value)
     assert "dinov2.safetensors" in msg and "tokenizer.networks.dino_weights" in msg
     assert "huggingface-cli download" in msg and "never random" in msg
+
+
+@pytest.mark.parametrize("model", ["vit_small_patch14_dinov2.lvd142m", "vit_base_patch14_dinov2.lvd142m"])
+def test_missing_discriminator_weights_offer_a_file_of_the_configured_model(tmp_path, model):
+    """The paper-scale backbone is DINOv2-S/14: the hint used to offer DINO v1's ViT-S/16 file, which does not
+    load into it. It now comes from timm's config of the configured name."""
+    assert C.load_params().scales["paper"].tokenizer.networks.disc_model == "vit_small_patch14_dinov2.lvd142m"
+    with pytest.raises(FileNotFoundError) as e:
+        losses.dino_vits16(tmp_path / "disc.safetensors", model)
+    msg = str(e.value)
+    assert f"huggingface-cli download timm/{model} model.safetensors" in msg
+    assert "dino_deitsmall16" not in msg and "tokenizer.networks.disc_weights" in msg
 
 
 def test_missing_or_corrupted_evaluator_names_the_file_and_rule(tmp_path):

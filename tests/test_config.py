@@ -149,7 +149,8 @@ def test_job_sampling_records_what_each_guidance_uses(raw):
     LightningDiT's CFG reruns only its guided samples); a sweep point carries its own setting."""
     params = C.load_params(raw)
     base = params.active.sampling
-    assert params.job_sampling("lightningdit", "nocfg") == base
+    # its own sampler (the Euler ODE, Table 9), the base CFG fields
+    assert params.job_sampling("lightningdit", "nocfg") == C.dataclasses.replace(base, sampler="ode")
     assert params.job_sampling("lightningdit", "cfg").cfg_scale == 1.8
     assert params.job_sampling("sit_xl", "cfg") == base
     point = params.job_sampling("lightningdit", "cfg1.8_0.125-0.8")
@@ -167,3 +168,28 @@ def test_same_runs_merge_variants_that_differ_only_at_another_scale(raw):
     assert all(v == k for k, v in paper_tok.items())  # at paper scale every variant is its own run
     raw["tokenizer_variants"]["maetok_main"]["by_scale"]["tiny"] = {"optim": {"steps": 1600}}
     assert C.load_params(raw).same_runs("tokenizer", "tiny")["maetok_main"] == "maetok_main"
+
+
+def test_tokenizer_patch_sizes_agree_with_the_model_registry():
+    """config.TOKENIZER_PATCH_SIZES lets params.yaml be checked without importing torch; it must list
+    every registry size (and `model.size` choice) with the registry's patch size."""
+    import torch
+
+    from maetok.models.tokenizer import MAETok_models
+
+    with torch.device("meta"):
+        registry = {name: build().patch_size for name, build in MAETok_models.items()}
+    assert C.TOKENIZER_PATCH_SIZES == registry
+    size = next(f for f in C.dataclasses.fields(C.TokenizerModelConfig) if f.name == "size")
+    assert set(size.metadata["choices"]) == set(registry)
+
+
+@pytest.mark.parametrize("generator", ["lightningdit", "lightningdit_512"])
+def test_lightningdit_samples_with_the_euler_ode(raw, generator):
+    """Paper App. B, Table 9: LightningDiT samples with the Euler ODE sampler (SiT with Euler-Maruyama,
+    Table 8), for every job that samples it at paper scale."""
+    params = C.load_params(raw)
+    assert params.sampling(generator, "paper").sampler == "ode"
+    for guidance in ("nocfg", "cfg"):
+        assert params.job_sampling(generator, guidance, "paper").sampler == "ode"
+    assert params.sampling("sit_xl", "paper").sampler == "sde"

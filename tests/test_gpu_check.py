@@ -20,7 +20,8 @@ def test_gpu_check_runs_on_cpu_and_reports_every_measurement(repo, tmp_path):
         assert r["model"] == model
         assert r["forward_gflops_per_image"] > 0 and r["img_per_s"] > 0 and r["peak_memory_gib"] > 0
         # MFU is the measured training rate (3 x forward FLOPs per image) over the peak.
-        assert r["mfu"] == pytest.approx(3 * r["forward_gflops_per_image"] * r["img_per_s"] / 1e3 / report["peak_tflops"])
+        train_tflops = 3 * r["forward_gflops_per_image"] * r["img_per_s"] / 1e3
+        assert r["mfu"] == pytest.approx(train_tflops / report["peak_tflops"])
     assert report["ddp"] == {**report["ddp"], "backend": "gloo", "ok": True}
     assert set(report["sdpa_kernels"]) == {"64", "72"}  # MAETok-B/16's and SiT-XL/1's head sizes
     assert "MFU" in proc.stdout and "DDP (gloo, 1 process): ok" in proc.stdout

@@ -1,10 +1,15 @@
+import copy
+
 import numpy as np
 import pytest
 import timm
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn as nn
 
 from maetok.losses import (
+    AllReduceBatchNorm1d,
     DinoViTFeatures,
     DiscHead,
     Discriminator,
@@ -20,6 +25,7 @@ from maetok.losses import (
     hinge_g_loss,
     lecam_reg,
     lpips_vgg,
+    sync_batchnorm,
 )
 from maetok.models.standins import SmallCNN, seeded
 
@@ -261,3 +267,53 @@ def test_discriminator_loss_terms(backbone, images):
     assert loss_fn.lecam.ema_real.item() == pytest.approx(1e-3 * out["logits_real"].item(), rel=1e-4)
     out["loss"].backward()
     assert decoder.weight.grad is None  # the D loss sees a detached reconstruction
+
+
+def _sync_bn_worker(rank, world, init_file):
+    """One process of test_all_reduce_batchnorm_equals_batchnorm_over_the_global_batch."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        g = torch.Generator().manual_seed(0)   # the same global batch, head and loss weights on every rank
+        x, w = torch.randn(4 * world, 6, 5, generator=g) * 3 + 2, torch.randn(4 * world, 6, 5, generator=g)
+        ref = nn.Sequential(nn.Conv1d(6, 6, 1), nn.BatchNorm1d(6))
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+        synced = sync_batchnorm(copy.deepcopy(ref), "cpu")
+        assert isinstance(synced[1], AllReduceBatchNorm1d)
+        rows = slice(4 * rank, 4 * (rank + 1))
+        x_local = x[rows].clone().requires_grad_()
+        (synced(x_local) * w[rows]).sum().backward()
+        x_global = x.clone().requires_grad_()
+        y_global = ref(x_global)
+        (y_global * w).sum().backward()
+        # outputs and input gradients of this rank's rows: those of one batch norm over the global batch
+        torch.testing.assert_close(synced(x_local).detach(), y_global[rows].detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x_local.grad, x_global.grad[rows], rtol=1e-4, atol=1e-5)
+        # parameter gradients summed over the ranks, running statistics on every rank: the global ones
+        for p_sync, p_ref in zip(synced.parameters(), ref.parameters(), strict=True):
+            dist.all_reduce(p_sync.grad)
+            torch.testing.assert_close(p_sync.grad, p_ref.grad, rtol=1e-4, atol=1e-4)
+        ref(x)   # the second forward above updated the synced running stats twice
+        torch.testing.assert_close(synced[1].running_mean, ref[1].running_mean)
+        torch.testing.assert_close(synced[1].running_var, ref[1].running_var)
+        assert int(synced[1].num_batches_tracked) == 2
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_batchnorm_equals_batchnorm_over_the_global_batch(tmp_path):
+    """The CPU stand-in for SyncBatchNorm (2 gloo processes): forward, backward and running statistics
+    as one BatchNorm1d over the concatenated batches. Plain BatchNorm1d (per-process statistics) fails."""
+    mp.spawn(_sync_bn_worker, args=(2, str(tmp_path / "store")), nprocs=2)
+
+
+def test_sync_batchnorm_keeps_the_parameters_and_runs_plain_in_one_process(backbone, images):
+    disc = Discriminator(backbone, backbone.stage_channels)
+    params, plain = {id(p) for p in disc.heads.parameters()}, copy.deepcopy(disc)
+    disc.heads = sync_batchnorm(disc.heads, "cpu")
+    assert {id(p) for p in disc.heads.parameters()} == params   # an optimiser built before keeps working
+    bns = [m for m in disc.heads.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert bns and all(isinstance(m, AllReduceBatchNorm1d) for m in bns)
+    torch.testing.assert_close(disc(images), plain(images))
+    torch.testing.assert_close(disc.state_dict(), plain.state_dict())   # the same running statistics

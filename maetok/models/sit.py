@@ -305,45 +305,52 @@ def forward_gflops(model, num_tokens):
 
 
 # --- size registry (DiT-style; "/1" = patch size 1 on 1D latents) ----------------------
+# Every entry takes keyword overrides of SiT's arguments (e.g. depth=2 for a rehearsal, keeping the width).
 def SiT_XL_1(**kwargs):
-    return SiT(depth=28, hidden_size=1152, num_heads=16, **kwargs)
+    return SiT(**{"depth": 28, "hidden_size": 1152, "num_heads": 16, **kwargs})
 
 
 def SiT_L_1(**kwargs):
-    return SiT(depth=24, hidden_size=1024, num_heads=16, **kwargs)
+    return SiT(**{"depth": 24, "hidden_size": 1024, "num_heads": 16, **kwargs})
 
 
 def SiT_B_1(**kwargs):
-    return SiT(depth=12, hidden_size=768, num_heads=12, **kwargs)
+    return SiT(**{"depth": 12, "hidden_size": 768, "num_heads": 12, **kwargs})
 
 
 def SiT_S_1(**kwargs):
-    return SiT(depth=12, hidden_size=384, num_heads=6, **kwargs)
+    return SiT(**{"depth": 12, "hidden_size": 384, "num_heads": 6, **kwargs})
 
 
 def SiT_T_1(**kwargs):
     """Tiny stand-in for SiT-L/XL in CPU runs (16-32 tokens of dim 8-16, 2 cores)."""
-    return SiT(depth=4, hidden_size=128, num_heads=4, **kwargs)
+    return SiT(**{"depth": 4, "hidden_size": 128, "num_heads": 4, **kwargs})
+
+
+def SiT_Fixture_1(**kwargs):
+    """The SiT of the golden fixtures made with the official code (tests/fixtures/official,
+    docs/official_weights.md): width 288, depth 2, 4 heads of 72 channels (SiT-XL's head width)."""
+    return SiT(**{"depth": 2, "hidden_size": 288, "num_heads": 4, **kwargs})
 
 
 LIGHTNING = {"use_rope": True, "use_swiglu": True, "use_rmsnorm": True, "use_qknorm": True}
 
 
 def LightningDiT_XL_1(**kwargs):
-    return SiT(depth=28, hidden_size=1152, num_heads=16, **LIGHTNING, **kwargs)
+    return SiT(**{"depth": 28, "hidden_size": 1152, "num_heads": 16, **LIGHTNING, **kwargs})
 
 
 def LightningDiT_L_1(**kwargs):
-    return SiT(depth=24, hidden_size=1024, num_heads=16, **LIGHTNING, **kwargs)
+    return SiT(**{"depth": 24, "hidden_size": 1024, "num_heads": 16, **LIGHTNING, **kwargs})
 
 
 def LightningDiT_B_1(**kwargs):
-    return SiT(depth=12, hidden_size=768, num_heads=12, **LIGHTNING, **kwargs)
+    return SiT(**{"depth": 12, "hidden_size": 768, "num_heads": 12, **LIGHTNING, **kwargs})
 
 
 def LightningDiT_T_1(**kwargs):
     """Tiny LightningDiT for CPU runs and tests."""
-    return SiT(depth=4, hidden_size=128, num_heads=4, **LIGHTNING, **kwargs)
+    return SiT(**{"depth": 4, "hidden_size": 128, "num_heads": 4, **LIGHTNING, **kwargs})
 
 
 SiT_models = {
@@ -352,6 +359,7 @@ SiT_models = {
     "SiT-B/1": SiT_B_1,
     "SiT-L/1": SiT_L_1,
     "SiT-XL/1": SiT_XL_1,
+    "SiT-Fixture/1": SiT_Fixture_1,
     "LightningDiT-T/1": LightningDiT_T_1,
     "LightningDiT-B/1": LightningDiT_B_1,
     "LightningDiT-L/1": LightningDiT_L_1,

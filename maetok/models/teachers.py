@@ -5,11 +5,15 @@ params.yaml (DINOv2-L, SigLIP); a missing file is an error naming it, never a ra
 init. `standin` (tiny scale): the small CNNs trained by the `train_standin` rule.
 
 Each teacher is returned as a callable x (B, 3, H, W) in [-1, 1] -> features that the
-tokenizer resamples onto its patch grid, plus its feature width.
+tokenizer resamples onto its patch grid, plus its feature width. How the images reach a
+pretrained teacher (patch size, input size, normalisation) is not in the paper; params.yaml
+`networks.teacher_input` and `networks.clip_norm` choose, by default as the official code
+(docs/deviations.md). `teacher_dims` gives the widths without weights, for `maetok model-info`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -37,20 +41,85 @@ def require_file(path: str, key: str, how: str) -> Path:
     return Path(path)
 
 
-def _timm_teacher(name: str, weights: str, key: str, image_size: int) -> tuple[Callable, int]:
+def download_hint(name: str) -> str:
+    """Where the weights of timm model `name` come from, read from timm's own pretrained config of that
+    name (so the file offered is always one that loads into the configured model)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        return f"timm knows no pretrained weights for {name!r}: check the model name."
+    hint = []
+    if cfg.hf_hub_id:
+        file = cfg.hf_hub_filename or "model.safetensors"
+        hint.append(f"`huggingface-cli download {cfg.hf_hub_id} {file}` (the Hugging Face hub repo "
+                    f"{cfg.hf_hub_id}, file {file})")
+    if cfg.url:
+        hint.append(f"the original release {cfg.url}")
+    return f"Download the weights of timm's {name} on a machine with internet: {' or '.join(hint)}."
+
+
+@functools.cache
+def timm_geometry(name: str) -> tuple[int, int]:
+    """(feature width, patch size) of timm model `name`, from its architecture built on the meta device:
+    the one place the teacher widths come from (the aux decoders' heads, `maetok model-info`)."""
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, num_classes=0)
+    return model.num_features, model.patch_embed.patch_size[0]
+
+
+def teacher_dims(cfg: NetworksConfig, targets) -> dict[str, int]:
+    """{target: feature width} of the DINO-/CLIP-type teachers among `targets`, without loading weights."""
+    dims = {}
+    for name in targets:
+        if name not in ("dino", "clip"):
+            continue
+        if cfg.kind == "standin":
+            with torch.device("meta"):
+                dims[name] = standins.Standin_models[f"teacher-{name}"]().num_features
+        else:
+            dims[name] = timm_geometry(cfg.dino_model if name == "dino" else cfg.clip_model)[0]
+    return dims
+
+
+def teacher_geometry(name: str, image_size: int, patch_size: int, teacher_input: str) -> tuple[int, int]:
+    """(input size, patch size) the teacher runs at, so that its token grid is the tokenizer's.
+
+    `official` (the official code): the patch embedding resampled to the tokenizer's patch, at the
+    tokenizer's image size (DINOv2-L/14 as /16 at 256 px). `native`: the teacher's own patch, the
+    images resized to image_size / patch_size patches of it (224 px for a /14 teacher at 256 / 16).
+    """
+    if teacher_input == "official":
+        return image_size, patch_size
+    native = timm_geometry(name)[1]
+    return image_size // patch_size * native, native
+
+
+def input_norm(target: str, clip_norm: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of a teacher's inputs: ImageNet's, except SigLIP's own 0.5 for `clip` with
+    clip_norm `siglip` (the official code feeds SigLIP ImageNet-normalised images)."""
+    if target == "clip" and clip_norm == "siglip":
+        return (0.5,) * 3, (0.5,) * 3
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def _timm_teacher(target: str, cfg: NetworksConfig, image_size: int, patch_size: int) -> tuple[Callable, int]:
     import timm
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path = require_file(weights, key, f"Download timm/{name} on a machine with internet "
-                        f"(e.g. `huggingface-cli download timm/{name}`) and save its weights there.")
-    patch = 14 if "patch14" in name else 16
-    size = image_size // 16 * patch  # same token grid as the tokenizer's 16-px patches
-    model = timm.create_model(name, pretrained=True, num_classes=0, img_size=size,
+    name = cfg.dino_model if target == "dino" else cfg.clip_model
+    weights = cfg.dino_weights if target == "dino" else cfg.clip_weights
+    path = require_file(weights, f"tokenizer.networks.{target}_weights",
+                        download_hint(name) + " Save the file at that path.")
+    size, patch = teacher_geometry(name, image_size, patch_size, cfg.teacher_input)
+    # timm resamples a pretrained patch kernel of another size (bicubic, antialiased) and the
+    # position table to the new grid while loading.
+    model = timm.create_model(name, pretrained=True, num_classes=0, img_size=size, patch_size=patch,
                               pretrained_cfg_overlay=dict(file=str(path)))
     model.requires_grad_(False).eval()
-    siglip = "siglip" in name
-    mean = torch.tensor((0.5,) * 3 if siglip else IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor((0.5,) * 3 if siglip else IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in input_norm(target, cfg.clip_norm))
 
     @torch.no_grad()
     def features(x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +163,5 @@ def load_teachers(cfg: NetworksConfig, targets: list[str], aux_dir: str | Path, 
         if cfg.kind == "standin":
             fns[name], dims[name] = _standin_teacher(name, aux_dir, patch_size)
         else:
-            model = cfg.dino_model if name == "dino" else cfg.clip_model
-            weights = cfg.dino_weights if name == "dino" else cfg.clip_weights
-            fns[name], dims[name] = _timm_teacher(model, weights, f"tokenizer.networks.{name}_weights", image_size)
+            fns[name], dims[name] = _timm_teacher(name, cfg, image_size, patch_size)
     return fns, dims

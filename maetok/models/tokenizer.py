@@ -593,7 +593,8 @@ class MAETok(nn.Module):
         img_size, patch_size, in_chans: training image geometry; other sizes divisible by the patch
             size work at run time with RoPE (and with "ape" via an interpolated table).
         embed_dim, depth, num_heads: encoder and pixel decoder width / depth / heads (same for both,
-            paper Table 7); decoder_depth overrides the decoder's depth.
+            paper Table 7); decoder_depth, decoder_embed_dim, decoder_num_heads override the decoder's
+            (the official code builds its encoder and decoder from separate ViT names, so they may differ).
         num_latent_tokens (L), latent_dim (H): the latent shape; latent_tokens=False or
             num_latent_tokens=0 uses the N image tokens as latents (Table 6, 13a).
         bottleneck: "ae" (paper) or "vae" (Table 1a baseline, returns a KL term).
@@ -608,7 +609,8 @@ class MAETok(nn.Module):
     """
 
     def __init__(self, img_size=256, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12,
-                 mlp_ratio=4.0, decoder_depth=None, num_latent_tokens=128, latent_dim=32, latent_tokens=True,
+                 mlp_ratio=4.0, decoder_depth=None, decoder_embed_dim=None, decoder_num_heads=None,
+                 num_latent_tokens=128, latent_dim=32, latent_tokens=True,
                  bottleneck="ae", pos_embed="rope_mixed", rope_theta=10.0, axial_rope_theta=100.0,
                  enc_abs_pos=True, decoder_block="modulated", mask_ratio_low=0.4, mask_ratio_high=0.6,
                  mask_ratio_dist="truncnorm", aux_targets=(), aux_depth=3, aux_embed_dim=192, aux_num_heads=3,
@@ -638,9 +640,9 @@ class MAETok(nn.Module):
         self.encoder = Encoder(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio,
                                self.num_latent_tokens, latent_tokens, pos_embed, enc_abs_pos, theta)
         self.bottleneck = Bottleneck(embed_dim, latent_dim, bottleneck)
-        self.decoder = Decoder(img_size, patch_size, latent_dim, self.num_latent_tokens, embed_dim,
-                               decoder_depth or depth, num_heads, mlp_ratio, patch_size**2 * in_chans,
-                               pos_embed, decoder_block, theta, latent_tokens)
+        self.decoder = Decoder(img_size, patch_size, latent_dim, self.num_latent_tokens,
+                               decoder_embed_dim or embed_dim, decoder_depth or depth, decoder_num_heads or num_heads,
+                               mlp_ratio, patch_size**2 * in_chans, pos_embed, decoder_block, theta, latent_tokens)
 
         self.hog = HOGGenerator(patch_size, hog_cell_size, in_chans=in_chans) if "hog" in aux_targets else None
         dims = {"pixel": patch_size**2 * in_chans, "hog": self.hog.dim if self.hog else None, **TEACHER_DIMS}
@@ -894,4 +896,16 @@ def MAETok_B_16(**kwargs):
     return MAETok(**{**cfg, **kwargs})
 
 
-MAETok_models = {"MAETok-XS": MAETok_XS, "MAETok-T": MAETok_T, "MAETok-S": MAETok_S, "MAETok-B/16": MAETok_B_16}
+def MAETok_Fixture(**kwargs):
+    """The architecture of the golden fixtures made with the official code (tests/fixtures/official,
+    docs/official_weights.md): 64 px, patch 16, L = 8, H = 32; encoder 192 wide, 2 layers, 3 heads; decoder
+    128 wide, 3 layers, 2 heads (head_dim 64 as in the release). The widths differ on purpose, so that an
+    importer that mixes up encoder and decoder fails. Not a training size."""
+    cfg = dict(img_size=64, patch_size=16, embed_dim=192, depth=2, num_heads=3, decoder_embed_dim=128,
+               decoder_depth=3, decoder_num_heads=2, num_latent_tokens=8, latent_dim=32, aux_embed_dim=64,
+               aux_num_heads=1, hog_cell_size=8)
+    return MAETok(**{**cfg, **kwargs})
+
+
+MAETok_models = {"MAETok-XS": MAETok_XS, "MAETok-T": MAETok_T, "MAETok-S": MAETok_S, "MAETok-B/16": MAETok_B_16,
+                 "MAETok-Fixture": MAETok_Fixture}

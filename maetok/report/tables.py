@@ -17,6 +17,7 @@ e.g. 512x512 runs).
 from __future__ import annotations
 
 import csv
+import difflib
 import functools
 import io
 import json
@@ -183,10 +184,32 @@ def row_guidance(row: OurRow, params: C.Params, scale: str) -> str:
         return row.guidance
     kept = params.generator(row.generator, scale).eval_steps
     if step not in kept:
-        raise ReportError(f"cfg_sweep.generator_step = {step} is not one of the steps whose EMA generator variant "
-                          f"{row.generator!r} keeps at scale {scale} (eval_steps {list(kept)}): add it to its "
-                          "`eval_steps` in params.yaml, or set `cfg_sweep.generator_step: null` (the final EMA)")
+        raise ReportError(f"scales.{scale}.cfg_sweep.generator_step: {step} is not one of the steps whose EMA "
+                          f"generator variant {row.generator!r} keeps at scale {scale} (eval_steps {list(kept)}), so "
+                          f"the CFG sweep cannot sample it: add {step} to the `eval_steps` of generator_variants."
+                          f"{row.generator} at scale {scale} in params.yaml, or set `cfg_sweep.generator_step: null` "
+                          "(the final EMA)")
     return f"step{step}_{row.guidance}"
+
+
+def check_params(params: C.Params, specs: dict[str, TableSpec] | None = None) -> None:
+    """Raise ReportError, naming the table and the params.yaml key, where a table cannot be built
+    from `params` at either scale: a row's variant missing from `tokenizer_variants` /
+    `generator_variants`, or a CFG-sweep step its generator does not keep. The workflow calls this
+    at load (common.smk), so such a table stops `snakemake -n`, not a job's input function."""
+    for spec in (specs or load_specs()).values():
+        for part, row in spec.our_rows():
+            where = f"maetok/report/{SPEC_PATH.name}: {spec.name}{part.name} (paper row {row.paper_row})"
+            for kind, name, defined in (("tokenizer", row.tokenizer, params.tokenizer_variants),
+                                        ("generator", row.generator, params.generator_variants)):
+                if name is not None and name not in defined:
+                    near = difflib.get_close_matches(name, list(defined), n=1)
+                    hint = f" (did you mean {near[0]!r}?)" if near else ""
+                    raise ReportError(f"{where} uses {kind} variant {name!r}, which params.yaml `{kind}_variants` "
+                                      f"does not define{hint}: add it to `{kind}_variants`, or make the row "
+                                      "name a defined variant")
+            for scale in C.SCALES:
+                row_guidance(row, params, scale)
 
 
 def _row_jsons(part: Part, row: OurRow, results: str | Path, params: C.Params, scale: str) -> dict[str, str]:
@@ -370,6 +393,32 @@ def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     return notes
 
 
+def teacher_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
+    """A footnote on how the pretrained teachers see the images, where this table's tokenizers have a
+    DINO- or CLIP-type aux target at `scale`: the paper does not say, so the choice (params.yaml
+    `tokenizer.networks.teacher_input` / `clip_norm`) is stated beside the official code's."""
+    geometry = {"official": "their patch embedding resampled to the tokenizer's patch size, at the tokenizer's "
+                            "image size, as in the official code",
+                "native": "their own patch size, on images resized so that their token grid is the tokenizer's "
+                          "(the official code resamples the patch embedding instead)"}
+    norm = {"imagenet": "ImageNet mean/std, as in the official code",
+            "siglip": "SigLIP's own mean/std of 0.5 (the official code: ImageNet mean/std)"}
+    uses_clip: dict[C.NetworksConfig, bool] = {}
+    for tok in dict.fromkeys(r.tokenizer for _, r in spec.our_rows()):
+        cfg = params.tokenizer(tok, scale)
+        if cfg.networks.kind == "pretrained" and {"dino", "clip"} & set(cfg.aux.targets):
+            uses_clip[cfg.networks] = uses_clip.get(cfg.networks, False) or "clip" in cfg.aux.targets
+    notes = []
+    for nets, clip in uses_clip.items():
+        text = (f"Teacher inputs, which the paper does not give (params.yaml `tokenizer.networks`, "
+                f"docs/deviations.md): with `teacher_input: {nets.teacher_input}` the teachers ({nets.dino_model}, "
+                f"{nets.clip_model}) run with {geometry[nets.teacher_input]}")
+        if clip:
+            text += f"; with `clip_norm: {nets.clip_norm}` the CLIP-type one gets {norm[nets.clip_norm]}"
+        notes.append(text + ".")
+    return notes
+
+
 def shared_run_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     """Footnotes for rows of ours that, at `scale`, are the same run as rows of other tables.
 
@@ -487,7 +536,8 @@ def make_table(table: str, results: str | Path, scale: str, out_csv: str | Path,
     writer.writeheader()
     writer.writerows(rows)
     md = render_markdown(spec, rows, scale, results,
-                         scale_notes(spec, params, scale) + shared_run_notes(spec, params, scale))
+                         scale_notes(spec, params, scale) + teacher_notes(spec, params, scale)
+                         + shared_run_notes(spec, params, scale))
     write_text(out_csv, buf.getvalue())
     write_text(out_md, md)
     return rows

@@ -78,14 +78,16 @@ def load_weights(module: torch.nn.Module, path: str | Path, strict: bool = True)
     module.load_state_dict(state, strict=strict)
 
 
-def read_weights(path: str | Path, what: str, rule: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file, or a CheckpointError saying how to rebuild it."""
+def read_weights(path: str | Path, what: str, rule: str,
+                 keep=lambda key: True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file, or a CheckpointError saying how to rebuild it.
+    Only the tensors whose key passes `keep` are read."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path} not found; build it with `snakemake {path}` (rule {rule})")
     try:
         with safe_open(str(path), "pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, unpack_metadata(f.metadata())
+            return {k: f.get_tensor(k) for k in f.keys() if keep(k)}, unpack_metadata(f.metadata())
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
         raise CheckpointError(f"{path}: unreadable {what} ({e}); delete it and rerun rule {rule}") from None
 

@@ -43,6 +43,7 @@ from maetok.train.utils import (
     compile_modules,
     ema_decay_at,
     index_stream,
+    log_weight_checksums,
     lr_at,
     param_groups,
     setup_distributed,
@@ -73,8 +74,9 @@ class GeneratorJob:
 # --------------------------------------------------------------------------- model I/O
 def build_generator(cfg: C.GeneratorConfig, num_tokens: int, latent_dim: int, num_classes: int) -> SiT:
     dropout = cfg.transport.class_dropout if cfg.transport.conditional else 0.0
+    depth = {"depth": cfg.depth} if cfg.depth else {}  # else the size's own
     return SiT_models[cfg.size](num_tokens=num_tokens, in_channels=latent_dim, num_classes=num_classes,
-                                class_dropout_prob=dropout)
+                                class_dropout_prob=dropout, **depth)
 
 
 def build_transport(cfg: C.TransportConfig) -> Transport:
@@ -202,6 +204,7 @@ def train_generator(cfg: C.GeneratorConfig, job: GeneratorJob) -> dict:
                     print(f"stop signal: checkpoint at step {done} in {ckpt_dir}; rerun to resume", flush=True)
                 run.end("KILLED")
                 return {"stopped": done}
+        log_weight_checksums({"model": model, "ema": ema}, rank)
         metrics = {"steps": oc.steps, "final_loss": curve["loss"][-1] if curve["loss"] else None,
                    "seconds_this_run": round(time.perf_counter() - t0, 1)}
         if rank == 0:

@@ -3,7 +3,8 @@
 Stage 1 (paper §3.1-3.2): mask modeling at the encoder, pixel decoder + auxiliary
 shallow decoders, loss Eq. 6 + Eq. 8. Stage 2 (paper §3.3): the encoder is frozen, the
 aux decoders are dropped, the mask ratio falls linearly from 60% to 0 and the pixel
-decoder is fine-tuned with the same Eq. 6 loss.
+decoder is fine-tuned with the same Eq. 6 loss, continuing stage 1's discriminator (its
+weights, LeCAM EMAs and optimiser state travel in the stage-1 file, `gan.*` keys).
 
 The caller gives every path: `out` (the final weights, written atomically at the end)
 and `ckpt_dir` (resumable checkpoints, outside the rule's outputs).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +35,17 @@ from maetok.train.utils import (
     NonFiniteLossError,
     StopFlag,
     adamw,
+    all_reduce_grads,
     any_rank,
     autocast,
+    broadcast_module,
     check_finite,
     cleanup_distributed,
     clip_grad_norm,
     compile_enabled,
     ema_decay_at,
     index_stream,
+    log_weight_checksums,
     lr_at,
     param_groups,
     requires_grad,
@@ -61,13 +66,18 @@ def build_tokenizer(cfg: C.TokenizerConfig, image_size: int, aux_dims: dict | No
         latent_tokens=m.latent_tokens, bottleneck=m.bottleneck, pos_embed=m.pos_embed,
         enc_abs_pos=m.enc_abs_pos, decoder_block=m.decoder_block, mask_ratio_low=low, mask_ratio_high=high,
         mask_ratio_dist=mask.distribution, aux_targets=tuple(cfg.aux.targets), aux_depth=cfg.aux.depth,
-        aux_dims=aux_dims or None, aux_losses=C.to_dict(cfg.aux.loss))
+        aux_dims=aux_dims or None, aux_losses=C.to_dict(cfg.aux.loss), **({"depth": m.depth} if m.depth else {}))
+
+
+GAN_PREFIX = "gan."   # keys of the discriminator state in a stage-1 file (see `gan_state`)
 
 
 def save_tokenizer(model: MAETok, path: str | Path, cfg: C.TokenizerConfig, image_size: int,
-                   aux_dims: dict, extra: dict | None = None) -> None:
-    """Weights (without aux decoders) + the config that rebuilds them, in one safetensors file."""
+                   aux_dims: dict, extra: dict | None = None, gan: dict | None = None) -> None:
+    """Weights (without aux decoders) + the config that rebuilds them, in one safetensors file;
+    `gan` (from `gan_state`) adds the discriminator state that stage 2 continues from."""
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("aux_decoders.")}
+    state.update(gan or {})
     meta = {"config": json.dumps(C.to_dict(cfg)), "image_size": str(image_size), "aux_dims": json.dumps(aux_dims),
             **{k: json.dumps(v) for k, v in (extra or {}).items()}}
     ckpt.save_tensors(state, path, meta)
@@ -75,13 +85,59 @@ def save_tokenizer(model: MAETok, path: str | Path, cfg: C.TokenizerConfig, imag
 
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tuple[MAETok, C.TokenizerConfig, dict]:
     """Rebuild a saved tokenizer from the config stored in the file; eval mode, no aux decoders."""
-    state, meta = ckpt.read_weights(path, "tokenizer file", "train_tokenizer / finetune_decoder")
+    state, meta = ckpt.read_weights(path, "tokenizer file", "train_tokenizer / finetune_decoder",
+                                    keep=lambda key: not key.startswith(GAN_PREFIX))
     cfg = C.from_dict(C.TokenizerConfig, json.loads(meta["config"]), f"{path}:config")
     cfg = C.dataclasses.replace(cfg, aux=C.dataclasses.replace(cfg.aux, targets=()))
     model = build_tokenizer(cfg, int(meta["image_size"]))
     model.load_state_dict(state)
     info = {k: json.loads(v) for k, v in meta.items() if k not in ("config",)}
     return model.to(device).eval(), cfg, info
+
+
+def gan_state(loss_fn: losses.TokenizerLoss, opt_d: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The discriminator heads, the LeCAM EMAs and the D optimiser's per-parameter state as flat
+    tensors under `GAN_PREFIX` (`gan.heads.*`, `gan.lecam.*`, `gan.opt.<index>.<name>`), for
+    the stage-1 file. The frozen backbone is not stored: stage 2 rebuilds it from the config."""
+    out = {f"{GAN_PREFIX}heads.{k}": v for k, v in loss_fn.discriminator.heads.state_dict().items()}
+    out |= {f"{GAN_PREFIX}lecam.{k}": v for k, v in loss_fn.lecam.state_dict().items()}
+    for i, values in opt_d.state_dict()["state"].items():
+        out |= {f"{GAN_PREFIX}opt.{i}.{name}": v for name, v in values.items() if torch.is_tensor(v)}
+    return out
+
+
+def load_gan_state(path: str | Path, loss_fn: losses.TokenizerLoss, opt_d: torch.optim.Optimizer) -> None:
+    """Continue stage 1's GAN in stage 2 (paper §3.3: the same Eq. 6 loss): the heads, LeCAM
+    EMAs and D optimiser moments stored by `gan_state` in the stage-1 file `path`. The stage-2
+    learning rate and betas stay those of stage 2."""
+    tensors, _ = ckpt.read_weights(path, "tokenizer file", "train_tokenizer",
+                                   keep=lambda key: key.startswith(GAN_PREFIX))
+    fix = f"rerun stage 1 with this config (`snakemake --forcerun {path}`)"
+    if not tensors:
+        raise ckpt.CheckpointError(
+            f"{path} holds no discriminator state (`{GAN_PREFIX}*` keys), which stage 2 continues from: it was "
+            f"written without a GAN (tokenizer.loss.disc_weight: 0) or by an older version; {fix}")
+
+    def part(name):
+        prefix = f"{GAN_PREFIX}{name}."
+        return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+    try:
+        loss_fn.discriminator.heads.load_state_dict(part("heads"))
+        loss_fn.lecam.load_state_dict(part("lecam"))
+    except RuntimeError as e:
+        raise ckpt.CheckpointError(f"{path}: its discriminator does not fit this config's ({e}); {fix}") from None
+    params = [p for group in opt_d.param_groups for p in group["params"]]
+    state: dict[int, dict] = {}
+    for key, v in part("opt").items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = v
+    bad = [i for i, values in state.items()
+           if i >= len(params) or any(v.shape != params[i].shape for k, v in values.items() if k != "step")]
+    if bad:
+        raise ckpt.CheckpointError(f"{path}: its discriminator optimiser state does not fit this config's "
+                                   f"discriminator (parameters {bad}); {fix}")
+    opt_d.load_state_dict({"state": state, "param_groups": opt_d.state_dict()["param_groups"]})
 
 
 # --------------------------------------------------------------------------- training
@@ -133,10 +189,12 @@ def build_loss(cfg: C.TokenizerConfig, aux_dir: str, stage: int = 1) -> losses.T
     """Eq. 6 with the configured perceptual network and discriminator backbone (stand-in or pretrained).
     `loss.perceptual_stage1: false` (the tiny budget) leaves the perceptual term to stage 2 when the
     variant has one; without one (AE, VAE, most ablations) it covers the last
-    `loss.perceptual_last_steps` stage-1 steps, so every tokenizer ends with the full Eq. 6."""
+    `loss.perceptual_last_steps` stage-1 steps, so every tokenizer ends with the full Eq. 6.
+    The GAN starts at stage-1 step `loss.disc_start` and at stage-2 step `finetune.disc_start`."""
     L, net = cfg.loss, cfg.networks
     perceptual = disc = None
     start = 0
+    disc_start = L.disc_start if stage == 1 else cfg.finetune.disc_start
     if stage == 1 and not L.perceptual_stage1:
         last = 0 if cfg.finetune.enabled else min(L.perceptual_last_steps, cfg.optim.steps)
         if last == 0:
@@ -157,30 +215,48 @@ def build_loss(cfg: C.TokenizerConfig, aux_dir: str, stage: int = 1) -> losses.T
             perceptual = losses.lpips_vgg(net.vgg_weights, net.lpips_weights)
         if L.disc_weight > 0:
             b = losses.dino_vits16(net.disc_weights, net.disc_model)
-            disc = losses.Discriminator(b, [b.vit.embed_dim] * len(b.taps))
+            disc = losses.Discriminator(b, [b.vit.embed_dim] * (len(b.taps) + 1))  # the patch embedding + each tap
     return losses.TokenizerLoss(perceptual, disc, perceptual_weight=L.perceptual_weight,
                                 perceptual_warmup=L.perceptual_warmup_steps, perceptual_start=start,
                                 disc_weight=L.disc_weight,
-                                disc_start=L.disc_start, lecam_weight=L.lecam_weight,
+                                disc_start=disc_start, lecam_weight=L.lecam_weight,
                                 diffaug_prob=0.5 if L.diffaug else 0.0, kl_weight=cfg.model.kl_weight)
 
 
-def stage2_mask_ratio(step: int, cfg: C.FinetuneConfig) -> float:
-    """Paper §4.1: the mask ratio falls linearly from mask_start to 0 over anneal_steps, then stays 0."""
-    if cfg.anneal_steps <= 0:
+def stage2_mask_ratio(step: int, cfg: C.FinetuneConfig, num_tokens: int | None = None) -> float:
+    """Paper §3.3/§4.1: the mask ratio falls linearly from mask_start at step 0 to exactly 0 at step
+    anneal_steps - 1, the last step of the anneal, and stays 0 (anneal_steps <= 1: no masking).
+
+    With `num_tokens` (the image tokens N) the ratio is rounded down to whole tokens. The stage-1
+    masking rounds the masked-token count up (`random_masking`), so without this every step whose
+    ratio is above 0 would mask a token; rounded down, the steps whose linear ratio falls below 1/N
+    encode unmasked images (at paper scale, the last ~1/(0.6 * 256) of the anneal), as the
+    fine-tuning is meant to end."""
+    if cfg.anneal_steps <= 1:
         return 0.0
-    return cfg.mask_start * max(0.0, 1.0 - step / cfg.anneal_steps)
+    ratio = cfg.mask_start * max(0.0, 1.0 - step / (cfg.anneal_steps - 1))
+    if num_tokens:
+        ratio = math.floor(round(ratio * num_tokens, 6)) / num_tokens
+    return ratio
 
 
 def train_step(model, ema, loss_fn, opt, opt_d, x, step, optim, stage_cfg, teachers, device,
-               aux_weight: float = 1.0) -> dict:
-    """One generator (tokenizer) update, then one discriminator update on the same reconstruction."""
-    mask_ratio = None if stage_cfg is None else stage2_mask_ratio(step, stage_cfg)
+               aux_weight: float = 1.0, world: int = 1) -> dict:
+    """One generator (tokenizer) update, then one discriminator update on the same reconstruction.
+    With `world` > 1 the discriminator's gradients are averaged over the processes here: it runs
+    several forward passes per backward (real and fake), which DDP does not allow."""
+    if stage_cfg is None:
+        mask_ratio = None
+    else:
+        patch = getattr(model, "module", model).patch_size
+        mask_ratio = stage2_mask_ratio(step, stage_cfg, (x.shape[-2] // patch) * (x.shape[-1] // patch))
     with autocast(device, optim.bf16):
         out = model(x, mask_ratio=mask_ratio, targets=teachers)
         last_layer = getattr(model, "module", model).decoder.head.weight
         terms = loss_fn.generator_loss(x, out["x_rec"], step, last_layer,
                                        {k: (v, aux_weight) for k, v in out["aux_loss"].items()}, out["kl"])
+    # logged with the losses: the share of image tokens masked (stage 2 anneals it to 0, paper §3.3)
+    terms["mask_fraction"] = out["mask"].float().mean() if out["mask"] is not None else torch.zeros(())
     opt.zero_grad(set_to_none=True)
     terms["loss"].backward()
     if optim.grad_clip > 0:
@@ -192,6 +268,7 @@ def train_step(model, ema, loss_fn, opt, opt_d, x, step, optim, stage_cfg, teach
             d_terms = loss_fn.discriminator_loss(x, out["x_rec"].detach(), step)
         opt_d.zero_grad(set_to_none=True)
         d_terms["loss"].backward()
+        all_reduce_grads(loss_fn.discriminator.heads.parameters(), world)
         if optim.grad_clip > 0:
             clip_grad_norm(loss_fn.discriminator.heads.parameters(), optim.grad_clip)
         opt_d.step()
@@ -252,9 +329,15 @@ def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) 
     if compile_enabled(optim.compile if stage == 1 else cfg.finetune.compile):
         model.compile_blocks(("encoder", "decoder", "aux_decoders") if stage == 1 else ("decoder",))
     loss_fn = build_loss(cfg, job.aux_dir, stage).to(device)
+    disc = loss_fn.discriminator
+    if disc is not None and world > 1:
+        # One discriminator for all processes, as the official code (SyncBatchNorm heads under
+        # DDP): batch statistics over the global batch, LeCAM EMAs of the global batch, gradients
+        # averaged in train_step and rank 0's weights broadcast below. The backbone stays frozen.
+        disc.heads = losses.sync_batchnorm(disc.heads, device)
+        loss_fn.lecam.distributed = True
     lr = optim.lr * (optim.batch_size / 256 if optim.lr_batch_scaling else 1.0)
     opt = adamw(param_groups(model, optim.weight_decay), lr, (optim.beta1, optim.beta2))
-    disc = loss_fn.discriminator
     opt_d = adamw([p for p in disc.parameters() if p.requires_grad], lr,
                   (optim.beta1, optim.beta2)) if disc is not None else None
     modules = {"model": model, "ema": ema, "lecam": loss_fn.lecam, **({"disc": disc.heads} if disc is not None else {})}
@@ -270,6 +353,11 @@ def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) 
         if opt_d is not None:
             opt_d.load_state_dict(state["opt_d"])
         start = state["step"]
+    elif stage == 2 and disc is not None:
+        load_gan_state(job.init, loss_fn, opt_d)
+    if disc is not None and world > 1:  # the same start on every rank (a fresh init is seeded per rank)
+        broadcast_module(disc.heads)
+        broadcast_module(loss_fn.lecam)
     dmodel = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
               if world > 1 else model)
     dataset = ImageDataset(job.data_dir, "train")
@@ -295,7 +383,7 @@ def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) 
             for g in opt.param_groups + (opt_d.param_groups if opt_d else []):
                 g["lr"] = lr_at(step, lr, optim.warmup_steps, optim.steps, optim.schedule, optim.min_lr_ratio)
             terms = train_step(dmodel, ema, loss_fn, opt, opt_d, x, step, optim, ft, teachers, device,
-                               cfg.aux.weight)
+                               cfg.aux.weight, world)
             check_finite(terms, step, job.ckpt_dir)
             last = {k: float(v) for k, v in terms.items()}
             if (step + 1) % optim.log_every == 0:
@@ -322,9 +410,12 @@ def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) 
                "final": last, "curve": curve}
     if rank == 0:
         ema.eval()
-        save_tokenizer(ema, job.out, cfg, data_cfg.image_size, aux_dims, {"stage": stage, "variant": job.variant})
+        gan = gan_state(loss_fn, opt_d) if stage == 1 and cfg.finetune.enabled and disc is not None else None
+        save_tokenizer(ema, job.out, cfg, data_cfg.image_size, aux_dims, {"stage": stage, "variant": job.variant},
+                       gan)
         write_json(Path(job.out).with_suffix(".json"), metrics)
         run.log_metrics({"seconds": seconds})
         run.end()
+    log_weight_checksums(modules, rank)
     cleanup_distributed()
     return metrics

@@ -99,7 +99,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 # --------------------------------------------------------------------------- distributed
 def setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world_size, device). Initialises torch.distributed under torchrun (NCCL on GPU, gloo on CPU)."""
+    """(rank, world_size, device). Initialises torch.distributed under torchrun (NCCL on GPU, gloo on CPU).
+
+    `rank` is the global rank over all nodes (torchrun's RANK), from which the trainers derive the
+    seed (seed * world_size + rank) and the data shard; the GPU is the node-local one, LOCAL_RANK.
+    """
     if "RANK" in os.environ and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
@@ -107,7 +111,13 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     world = dist.get_world_size() if dist.is_initialized() else 1
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
+        try:
+            torch.cuda.set_device(local)
+        except RuntimeError as e:  # CUDA's invalid device ordinal
+            raise RuntimeError(
+                f"rank {rank} (LOCAL_RANK {local}) finds {torch.cuda.device_count()} GPUs on its node: start at most "
+                "one process per GPU of a node (torchrun --nproc_per_node; in the workflow the training rule's "
+                "`gpu` resource, split over params.yaml scales.<scale>.nodes)") from e
         device = torch.device("cuda", local)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -168,6 +178,29 @@ def index_stream(n: int, batch_size: int, seed: int, start_step: int, rank: int 
         step += 1
 
 
+@torch.no_grad()
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Rank `src`'s parameters and buffers on every rank, in place (what DDP does for the model
+    it wraps, for a module trained outside DDP)."""
+    for t in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(t.data, src)
+
+
+@torch.no_grad()
+def all_reduce_grads(params, world: int) -> None:
+    """Average the gradients of `params` over the processes, as DDP does in its backward pass (for
+    a module that cannot be wrapped in DDP), in one flat all-reduce. Every rank must hold
+    gradients for the same parameters, as it does when all run the same graph."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if world == 1 or not grads:
+        return
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= world
+    for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+        g.copy_(synced)
+
+
 def any_rank(flag: bool, device, world: int) -> bool:
     """True on every rank if `flag` is set on any (a preemption signal may reach ranks at different steps)."""
     if world == 1:
@@ -175,3 +208,27 @@ def any_rank(flag: bool, device, world: int) -> bool:
     t = torch.tensor(float(flag), device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t)
+
+
+WEIGHT_CHECKSUMS_ENV = "MAETOK_WEIGHT_CHECKSUMS"
+
+
+@torch.no_grad()
+def log_weight_checksums(modules: dict[str, torch.nn.Module], rank: int) -> None:
+    """With $MAETOK_WEIGHT_CHECKSUMS set, print one line per process at the end of training,
+    `weight-checksums {"rank": r, "<module>": sha256 prefix, ...}`, hashing each module's parameters
+    and buffers by name. Only rank 0 writes weights, so this is how a multi-process run shows that
+    the other ranks trained the same ones (tests/workflow/test_rehearsal.py reads the job logs)."""
+    if not os.environ.get(WEIGHT_CHECKSUMS_ENV):
+        return
+    import hashlib
+    import json
+
+    sums = {}
+    for name, module in modules.items():
+        h = hashlib.sha256()
+        for key, t in sorted([*module.named_parameters(), *module.named_buffers()], key=lambda kv: kv[0]):
+            h.update(key.encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        sums[name] = h.hexdigest()[:16]
+    print("weight-checksums " + json.dumps({"rank": rank, **sums}, sort_keys=True), flush=True)

@@ -29,3 +29,39 @@ def test_model_info_cli_prints_json(capsys):
     assert json.loads(capsys.readouterr().out)["total"] == 457_988_128
     with pytest.raises(ValueError, match="unknown model"):
         model_info("ViT-Huge")
+
+
+def test_model_info_and_the_built_aux_heads_agree_on_the_paper_teachers():
+    """model-info sizes the DINO/CLIP heads from the configured teachers (SigLIP-L/16 at paper scale,
+    not the official code's SigLIP-SO400M), as the tokenizer trainer builds them."""
+    import timm
+    import torch
+
+    from maetok import config as C
+    from maetok.models.teachers import teacher_dims
+    from maetok.models.tokenizer import model_info as count
+    from maetok.train.tokenizer import build_tokenizer
+
+    params = C.load_params()
+    cfg = params.tokenizer("maetok", "paper")
+    info = tokenizer_info(cfg.model.size, cfg.networks)
+    with torch.device("meta"):
+        dims = teacher_dims(cfg.networks, cfg.aux.targets)  # what the trainer's load_teachers returns
+        built = build_tokenizer(cfg, params.scales["paper"].data.image_size, dims)
+        for target in ("dino", "clip"):
+            name = getattr(cfg.networks, f"{target}_model")
+            width = timm.create_model(name, pretrained=False, num_classes=0).num_features
+            assert info["teachers"][target] == {"model": name, "width": width}
+            assert built.aux_decoders[target].head.out_features == width
+    assert info["built"]["aux_decoders"] == count(built)["aux_decoders"]
+
+
+def test_model_info_cli_reports_the_configured_teachers(capsys):
+    """By default the paper-scale networks of params.yaml; `--scale tiny` the stand-in teachers."""
+    from maetok import config as C
+
+    assert main(["model-info", "MAETok-B/16"]) == 0
+    teachers = json.loads(capsys.readouterr().out)["teachers"]
+    assert teachers["clip"]["model"] == C.load_params().scales["paper"].tokenizer.networks.clip_model
+    assert main(["model-info", "MAETok-B/16", "--scale", "tiny"]) == 0
+    assert json.loads(capsys.readouterr().out)["teachers"]["clip"]["model"] == "stand-in teacher-clip"

@@ -74,7 +74,7 @@ def test_table12_rows_sample_the_rows_cfg_setting(params):
     final_params = C.dataclasses.replace(params, scales={**params.scales, "tiny": final})
     assert tables.inputs_for("table12", "tiny", params=final_params)[0] == f"{gen}/cfg1.7_0-0.7.json"
     bad = C.dataclasses.replace(params.scales["tiny"], cfg_sweep=C.CfgSweepConfig(1000, 300))
-    with pytest.raises(tables.ReportError, match=r"generator_step = 300 is not one of .* \[200, 400, 800\]"):
+    with pytest.raises(tables.ReportError, match=r"cfg_sweep.generator_step: 300 is not one of .* \[200, 400, 800\]"):
         tables.inputs_for("table12", "tiny", params=C.dataclasses.replace(params, scales={**params.scales,
                                                                                           "tiny": bad}))
 

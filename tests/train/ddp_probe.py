@@ -6,6 +6,9 @@ the same `maetok.cli.main` as `python -m maetok`, with probes installed first. E
   PROBE_DIR        each rank writes rank<r>.json there at exit: the dataset indices of every
                    step's batch, the random draws the real code made on this rank (stage-1 mask
                    ratios, flow-matching times t) and every file-system write under PROBE_WATCH.
+                   A tokenizer run with a GAN also writes disc_rank<r>.safetensors: the
+                   discriminator (heads, backbone, LeCAM EMAs) as the first training step got it
+                   (`first.*`) and as training left it (`last.*`).
   PROBE_WATCH      the directory whose writes are recorded (the job's outputs and checkpoints).
   PROBE_INVARIANT  "1": after the real draw, replace the masks (tokenizer) and t, eps (generator)
                    by draws that do not depend on the number of processes: one draw for the whole
@@ -24,6 +27,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from maetok.models import tokenizer as tok_model
 from maetok.train import generator as gen_train
@@ -41,6 +45,7 @@ class Probe:
         self.record = {"rank": rank, "world": world, "indices": [], "mask_ratios": [], "masked_rows": [],
                        "t": [], "writes": []}
         self.mask_calls = self.loss_calls = 0
+        self.loss_fn, self.disc_first = None, None
 
     def _rows(self, n: int) -> slice:
         return slice(self.rank * n, (self.rank + 1) * n)
@@ -77,6 +82,19 @@ class Probe:
             return mask.to(x.device)
         return wrapped
 
+    # tokenizer: the discriminator the training steps use -------------------------------------
+    def train_step(self, original):
+        def wrapped(model, ema, loss_fn, *args, **kwargs):
+            if loss_fn.discriminator is not None and self.loss_fn is None:
+                self.loss_fn, self.disc_first = loss_fn, disc_state(loss_fn)
+            return original(model, ema, loss_fn, *args, **kwargs)
+        return wrapped
+
+    def save_disc(self, path: Path) -> None:
+        if self.loss_fn is not None:
+            save_file({**{f"first.{k}": v for k, v in self.disc_first.items()},
+                       **{f"last.{k}": v for k, v in disc_state(self.loss_fn).items()}}, str(path))
+
     # generator: flow-matching t and eps -------------------------------------------------------
     def training_losses(self, original):
         def wrapped(transport, model, x, model_kwargs=None, t=None, eps=None):
@@ -93,6 +111,12 @@ class Probe:
         return wrapped
 
 
+def disc_state(loss_fn) -> dict[str, torch.Tensor]:
+    """A copy of the discriminator's parameters and buffers (frozen backbone included) and LeCAM EMAs."""
+    state = {**loss_fn.discriminator.state_dict(), **{f"lecam.{k}": v for k, v in loss_fn.lecam.state_dict().items()}}
+    return {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
+
+
 def install(rank: int = 0, world: int = 1, invariant: bool = False, setattr_=setattr) -> Probe:
     """Install the probes with `setattr_` (pytest's monkeypatch.setattr undoes them after a test)."""
     probe = Probe(rank, world, invariant)
@@ -101,6 +125,7 @@ def install(rank: int = 0, world: int = 1, invariant: bool = False, setattr_=set
     setattr_(tok_model, "sample_mask_ratio", probe.sample_mask_ratio(tok_model.sample_mask_ratio))
     setattr_(tok_model.MAETok, "sample_mask", probe.sample_mask(tok_model.MAETok.sample_mask))
     setattr_(Transport, "training_losses", probe.training_losses(Transport.training_losses))
+    setattr_(tok_train, "train_step", probe.train_step(tok_train.train_step))
     return probe
 
 
@@ -132,6 +157,7 @@ def main() -> int:
     out = Path(os.environ["PROBE_DIR"]) / f"rank{rank}.json"
     sys.addaudithook(_audit_writes(probe, os.environ["PROBE_WATCH"]))
     atexit.register(lambda: out.write_text(json.dumps(probe.record)))
+    atexit.register(lambda: probe.save_disc(out.with_name(f"disc_rank{rank}.safetensors")))
     from maetok.cli import main as cli_main
 
     return cli_main(sys.argv[1:])

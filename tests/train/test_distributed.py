@@ -107,6 +107,35 @@ def test_tokenizer_two_processes_match_one(tmp_path, tiny_data, monkeypatch):
 
 
 @pytest.mark.slow
+def test_discriminator_is_one_network_across_processes(tmp_path, tiny_data, standin_dir):
+    """With the GAN on, two processes train one discriminator: the same heads (weights, spectral-norm
+    vectors, batch-norm running statistics) and LeCAM EMAs on both ranks, at the first step (rank 0's
+    init, whereas each rank seeds its own) and after training; the backbone stays the frozen file."""
+    cfg = C.from_dict(C.TokenizerConfig, C.deep_merge(C.to_dict(tok_cfg()), {
+        "loss": {"disc_weight": 0.4, "disc_start": 0}, "optim": {"steps": 3}}))
+    out, probe = tmp_path / "two" / "stage1.safetensors", tmp_path / "probe"
+    config_json = json.dumps({"tokenizer": C.to_dict(cfg), "data": C.to_dict(DATA), "seed": 0, "scale": "tiny"})
+    two = torchrun(["train-tokenizer", "--config-json", config_json, "--data", str(tiny_data),
+                    "--aux", str(standin_dir), "--out", str(out), "--ckpt-dir", str(tmp_path / "two" / "ckpt")],
+                   probe, tmp_path / "two")
+    assert all(two[r]["indices"][0] != two[1 - r]["indices"][0] for r in (0, 1))   # each rank saw its own half
+    d0, d1 = (load_file(str(probe / f"disc_rank{r}.safetensors")) for r in (0, 1))
+    assert d0.keys() == d1.keys()
+    assert [k for k in d0 if not torch.equal(d0[k], d1[k])] == []
+    heads = [k.removeprefix("last.") for k in d0 if k.startswith("last.heads.")]
+    running = [k for k in heads if k.endswith("running_mean")]
+    assert len(running) == 2 * len([k for k in heads if k.endswith(".out.parametrizations.weight.original")]) > 0
+    # it trained: weights and running statistics moved away from the first step's
+    assert any(not torch.equal(d0[f"first.{k}"], d0[f"last.{k}"]) for k in heads if "original" in k)
+    assert all(not torch.equal(d0[f"first.{k}"], d0[f"last.{k}"]) for k in running)
+    assert float(d0["last.lecam.ema_real"]) != 0.0
+    # the backbone is the stand-in teacher file, untouched
+    teacher = load_file(str(standin_dir / "teacher_clip.safetensors"))
+    assert {k for k in d0 if k.startswith("last.backbone.")} == {f"last.backbone.{k}" for k in teacher}
+    assert all(torch.equal(d0[f"last.backbone.{k}"], v) for k, v in teacher.items())
+
+
+@pytest.mark.slow
 def test_generator_two_processes_match_one(tmp_path, latent_cache, monkeypatch):
     lat = latent_cache(tmp_path / "lat")
     cfg = C.load_params().generator("sit_l", "tiny")

@@ -13,17 +13,21 @@ from maetok import config as C
 from maetok.data import ImageDataset
 from maetok.models import standins
 from maetok.train import checkpoint as ckpt
+from maetok.train import tokenizer as tok_train
 from maetok.train.tokenizer import (
     Job,
     _batches,
     build_loss,
     build_tokenizer,
+    load_gan_state,
     load_tokenizer,
     resize_images,
+    save_tokenizer,
     stage2_mask_ratio,
     step_size,
     train,
 )
+from maetok.train.utils import adamw
 
 
 def tok_cfg(**override) -> C.TokenizerConfig:
@@ -77,7 +81,83 @@ def test_stage2_freezes_the_encoder_and_drops_aux(tmp_path, tiny_data):
 def test_stage2_mask_ratio_anneals_linearly_to_zero():
     ft = tok_cfg().finetune
     ratios = [stage2_mask_ratio(s, C.dataclasses.replace(ft, mask_start=0.6, anneal_steps=4)) for s in range(6)]
-    assert ratios == pytest.approx([0.6, 0.45, 0.3, 0.15, 0.0, 0.0])
+    assert ratios == pytest.approx([0.6, 0.4, 0.2, 0.0, 0.0, 0.0])   # 0 at the anneal's last step (index 3)
+
+
+@pytest.mark.parametrize("scale", ["paper", "tiny"])
+def test_stage2_last_steps_mask_no_token(scale):
+    """Paper §3.3/§4.1: the ratio falls from 60% to 0, so the last stage-2 steps encode unmasked images,
+    also at paper scale where anneal_steps == steps and the masked-token count is rounded up."""
+    ft = C.load_params().tokenizer("maetok", scale).finetune
+    assert ft.anneal_steps <= ft.steps and (scale == "tiny" or ft.anneal_steps == ft.steps)
+    ratios = [stage2_mask_ratio(s, ft) for s in range(ft.steps)]
+    assert ratios[0] == ft.mask_start > 0
+    assert all(a >= b for a, b in zip(ratios, ratios[1:], strict=False))   # monotone
+    assert ratios[ft.anneal_steps - 1:] == [0.0] * (ft.steps - ft.anneal_steps + 1)
+    model = build_tokenizer(tok_cfg(), image_size=128).train()   # 16 x 16 = 256 patch tokens, as at 256 px
+    x = torch.zeros(2, 3, 128, 128)
+    probe = sorted({*range(0, ft.steps, max(1, ft.steps // 50)), *range(ft.steps - 3, ft.steps)})
+    counts = []
+    for s in probe:
+        mask = model.sample_mask(x, stage2_mask_ratio(s, ft, 256))
+        counts.append(0 if mask is None else int(mask.sum(1).max()))
+    assert counts[0] == int(256 * ft.mask_start)   # rounded down to whole tokens
+    assert all(a >= b for a, b in zip(counts, counts[1:], strict=False))
+    assert counts[-1] == 0 and counts[0] > counts[len(counts) // 2] > 0
+    # Not just the last step: every step whose linear ratio is below one token in 256 masks none.
+    unmasked = sum(stage2_mask_ratio(s, ft, 256) == 0.0 for s in range(ft.steps))
+    assert unmasked >= ft.anneal_steps / (ft.mask_start * 256) - 1
+
+
+def test_stage2_continues_the_stage1_gan_from_its_first_step(tmp_path, tiny_data, standin_dir, monkeypatch):
+    """Stage 2 (paper §3.3: the same Eq. 6 loss) starts from stage 1's discriminator, LeCAM EMAs and D
+    optimiser state, stored in the stage-1 file, with the adversarial term on at its step 0."""
+    cfg = tok_cfg(loss={"disc_weight": 0.4, "disc_start": 1}, finetune={"steps": 2})
+    stage1 = _job(tmp_path, "s1", tiny_data, aux=standin_dir)
+    train(cfg, DATA, stage1, 1)   # D updates at steps 1 and 2
+    saved = load_file(stage1.out)
+    assert any(k.startswith("gan.heads.") for k in saved) and any(k.startswith("gan.opt.") for k in saved)
+    model, _, _ = load_tokenizer(stage1.out)   # what eval / latents read: the tokenizer alone
+    assert not any(k.startswith("gan.") for k in model.state_dict())
+    fresh = build_loss(cfg, standin_dir, 2).discriminator.heads.state_dict()
+    assert any(not torch.equal(v, saved[f"gan.heads.{k}"]) for k, v in fresh.items())   # D did train in stage 1
+
+    seen, real_step = {}, tok_train.train_step
+
+    def spy(model, ema, loss_fn, opt, opt_d, x, step, *args, **kwargs):
+        if step == 0:
+            seen["heads"] = {k: v.clone() for k, v in loss_fn.discriminator.heads.state_dict().items()}
+            seen["lecam"] = {k: v.clone() for k, v in loss_fn.lecam.state_dict().items()}
+            seen["opt"] = {i: {k: v.clone() for k, v in st.items()} for i, st in opt_d.state_dict()["state"].items()}
+        terms = real_step(model, ema, loss_fn, opt, opt_d, x, step, *args, **kwargs)
+        seen.setdefault("terms", terms)
+        return terms
+
+    monkeypatch.setattr(tok_train, "train_step", spy)
+    train(cfg, DATA, _job(tmp_path, "s2", tiny_data, aux=standin_dir, init=stage1.out), 2)
+    assert seen["heads"].keys() == {k.removeprefix("gan.heads.") for k in saved if k.startswith("gan.heads.")}
+    assert all(torch.equal(v, saved[f"gan.heads.{k}"]) for k, v in seen["heads"].items())
+    assert all(torch.equal(v, saved[f"gan.lecam.{k}"]) for k, v in seen["lecam"].items())
+    assert float(seen["lecam"]["ema_real"]) != 0.0
+    assert seen["opt"] and all(float(st["step"]) == 2 for st in seen["opt"].values())
+    assert all(torch.equal(v, saved[f"gan.opt.{i}.{k}"]) for i, st in seen["opt"].items() for k, v in st.items())
+    assert float(seen["terms"]["adv"]) != 0.0 and float(seen["terms"]["d_weight"]) > 0
+    assert "disc_loss" in seen["terms"]   # D is updated at stage-2 step 0 too
+
+
+def test_stage2_gan_start_and_a_stage1_file_without_gan(tmp_path, standin_dir):
+    cfg = tok_cfg(loss={"disc_weight": 0.4, "disc_start": 7}, finetune={"disc_start": 3})
+    stage1, stage2 = build_loss(cfg, standin_dir, 1), build_loss(cfg, standin_dir, 2)
+    assert [stage1.gan_active(s) for s in (6, 7)] == [False, True]
+    assert [stage2.gan_active(s) for s in (2, 3)] == [False, True]
+    assert tok_cfg().finetune.disc_start == 0   # params.yaml: on from stage-2 step 0 (paper §3.3)
+    with pytest.raises(C.ConfigError, match="finetune.disc_start: must be >= 0"):
+        tok_cfg(finetune={"disc_start": -1})
+    path = tmp_path / "stage1.safetensors"   # written without a GAN
+    save_tokenizer(build_tokenizer(tok_cfg(aux={"targets": []}), 32), path, cfg, 32, {})
+    opt_d = adamw(stage2.discriminator.heads.parameters(), 1e-3, (0.9, 0.95))
+    with pytest.raises(ckpt.CheckpointError, match=r"holds no discriminator state.*snakemake --forcerun"):
+        load_gan_state(path, stage2, opt_d)
 
 
 def test_full_loss_with_standin_teachers_perceptual_and_gan(tmp_path, tiny_data, standin_dir):

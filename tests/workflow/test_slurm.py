@@ -28,7 +28,7 @@ ACCOUNT = "ci"  # made for root by local_slurm.sh
 # Table 4: the 256 tokenizer (maetok_main = maetok) and the 512 one (maetok_512, on data_hires).
 SUBMITTED = sorted([("prepare_data", "cpu"), ("prepare_hires", "cpu"), ("train_standin", "cpu"),
                     ("train_standin", "cpu"), ("train_standin", "cpu")]
-                   + [("train_tokenizer", "gpu"), ("finetune_decoder", "gpu"), ("eval_reconstruction", "cpu")] * 2)
+                   + [("train_tokenizer", "gpu"), ("finetune_decoder", "gpu"), ("eval_reconstruction", "gpu")] * 2)
 
 
 def _script(action: str, timeout: int) -> subprocess.CompletedProcess:

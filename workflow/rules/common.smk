@@ -3,6 +3,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,6 +11,8 @@ from types import SimpleNamespace
 from snakemake.utils import validate
 
 from maetok import config as C
+from maetok.report.tables import ReportError
+from maetok.report.tables import check_params as check_tables
 
 # The strict dataclass load names the offending key path (unknown/missing keys, types,
 # enums, cross-field checks); the schema it generates is checked too, for tools that
@@ -18,7 +21,20 @@ try:
     PARAMS = C.load_params(config)
 except C.ConfigError as e:
     raise WorkflowError(f"params.yaml: {e}\n(fix the key in params.yaml or the --config/--configfile override)") from None
-validate(config, schema="../schemas/params.schema.json")
+try:
+    validate(config, schema="../schemas/params.schema.json")
+except WorkflowError as e:  # jsonschema's report runs to a dozen lines: keep the key path and the problem
+    bad = e.__cause__ or e.__context__
+    problem = (f"{'.'.join(map(str, bad.absolute_path))}: {bad.message}" if hasattr(bad, "absolute_path")
+               else str(e).splitlines()[0])
+    raise WorkflowError(f"params.yaml: {problem} (workflow/schemas/params.schema.json)\n"
+                        "(fix the key in params.yaml or the --config/--configfile override)") from None
+# Tables whose rows name a variant params.yaml lacks, or a CFG-sweep step their generator does not
+# keep, stop here rather than in a job's input function.
+try:
+    check_tables(PARAMS)
+except ReportError as e:
+    raise WorkflowError(str(e)) from None
 
 # Rules call `maetok`/`torchrun` from the environment running Snakemake (e.g. .venv/bin),
 # also when that environment is not activated.
@@ -31,10 +47,10 @@ DATA = f"{RESULTS}/data"
 DATA_HIRES = f"{RESULTS}/data_hires"  # `resolution: hires` tokenizers (the 512x512 tables)
 AUX = f"{RESULTS}/aux_models"
 TOKENIZERS = list(PARAMS.tokenizer_variants)
-# GPUs per job: none at tiny scale (a laptop CPU); at paper scale one 8-GPU node per
-# training job and one GPU per encoding/sampling/evaluation job (override per rule with
-# the profile's set-resources). Training rules launch through torchrun whenever a job
-# gets GPUs, one process per GPU.
+# GPUs per job: none at tiny scale (a laptop CPU); at paper scale 8 per node of a training
+# job (params.yaml scales.<scale>.nodes: train_resources) and one GPU per encoding/sampling/
+# evaluation job (override per rule with the profile's set-resources). Training rules launch
+# through torchrun whenever a job gets GPUs, one process per GPU (launcher).
 TRAIN_GPUS = 0 if SCALE == "tiny" else 8
 EVAL_GPUS = 0 if SCALE == "tiny" else 1
 # CPU threads per compute job. Snakemake exports OMP_NUM_THREADS = threads to each job, so
@@ -44,12 +60,39 @@ EVAL_GPUS = 0 if SCALE == "tiny" else 1
 # cores: `snakemake --set-threads train_tokenizer=1 ...` or a profile (README).
 # On Slurm a job gets cpus_per_task from the profile.
 JOB_THREADS = 2 if SCALE == "tiny" else 8
+TORCHRUN_NODES = Path(workflow.basedir, "workflow", "scripts", "torchrun_nodes.sh")
 
 
-def launcher(wildcards, resources):
-    """`maetok` on CPU, else torchrun with one process per GPU of the job (a derived param: no reruns)."""
-    gpus = int(resources.get("gpu", 0))
-    return "maetok" if gpus == 0 else f"torchrun --standalone --nproc_per_node={gpus} -m maetok"
+def train_resources(stage):
+    """`gpu` and `nodes` of a training job of `stage` ("tokenizer" or "generator"), on
+    params.yaml scales.<scale>.nodes.<stage> nodes with TRAIN_GPUS each; `gpu` is the job's
+    total (the Slurm plugin: sbatch --gpus=N --nodes=M). On several nodes also what makes
+    the plugin run the job's shell once, on the first node, for the launcher's own srun:
+    `mpi` (no `srun -n1` around the shell) and `tasks` (sbatch --ntasks, one per node), with
+    `tasks_per_gpu=0`, without which a GPU job's `tasks` would become --ntasks-per-gpu."""
+    nodes = getattr(PARAMS.active.nodes, stage)
+    resources = {"gpu": TRAIN_GPUS * nodes, "nodes": nodes}
+    if nodes > 1:
+        resources.update(tasks=nodes, tasks_per_gpu=0, mpi="srun")
+    return resources
+
+
+def launcher(wildcards, resources, threads):
+    """What starts `maetok` in a training job (a derived param: no reruns): itself on one CPU
+    node; `torchrun --standalone`, one process per GPU, on one GPU node; on N > 1 nodes
+    workflow/scripts/torchrun_nodes.sh (srun: a torchrun on each node, one process per GPU or
+    one per CPU node, c10d rendezvous on the job's first node)."""
+    gpus, nodes = int(resources.get("gpu", 0)), int(resources.get("nodes", 1))
+    if nodes == 1:
+        return "maetok" if gpus == 0 else f"torchrun --standalone --nproc_per_node={gpus} -m maetok"
+    if "mpi" not in resources.keys() or gpus % nodes:
+        raise WorkflowError(
+            f"nodes={nodes}, gpu={gpus}: a training job on several nodes takes its resources from params.yaml "
+            f"scales.{SCALE}.nodes (the job's tasks and GPUs per node follow from it); set the nodes there, "
+            "not with --set-resources")
+    per_node = gpus // nodes
+    cpus = resources.get("cpus_per_task") or threads
+    return f"bash {shlex.quote(str(TORCHRUN_NODES))} {nodes} {max(per_node, 1)} {cpus} {per_node} -m maetok"
 
 
 GENERATORS = list(PARAMS.generator_variants)

@@ -49,7 +49,7 @@ rule train_generator:
     benchmark:
         f"benchmarks/{SCALE}/train_generator/{{tok}}/{{gen}}.tsv"
     resources:
-        gpu=TRAIN_GPUS, mem_mb=128000 if TRAIN_GPUS else 8000, runtime=2880, cpus_per_task=max(2, 4 * TRAIN_GPUS),
+        **train_resources("generator"), mem_mb=128000 if TRAIN_GPUS else 8000, runtime=2880, cpus_per_task=max(2, 4 * TRAIN_GPUS),
     conda:
         "../../environment.yml"
     shell:

@@ -46,7 +46,7 @@ rule train_tokenizer:
     benchmark:
         f"benchmarks/{SCALE}/train_tokenizer/{{tok}}.tsv"
     resources:
-        gpu=TRAIN_GPUS,
+        **train_resources("tokenizer"),
     conda:
         "../../environment.yml"
     shell:
@@ -75,7 +75,7 @@ rule finetune_decoder:
     benchmark:
         f"benchmarks/{SCALE}/finetune_decoder/{{tok}}.tsv"
     resources:
-        gpu=TRAIN_GPUS,
+        **train_resources("tokenizer"),
     conda:
         "../../environment.yml"
     shell:

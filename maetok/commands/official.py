@@ -1,0 +1,82 @@
+"""`maetok import-official` / `maetok export-official`: the released MAETok and SiT weights of the official
+code in this project's format and back (maetok/models/official.py; docs/official_weights.md).
+
+The imported file is what our trainers write, config embedded: `--params` / `--scale` / `--variant` pick
+the tokenizer or generator variant whose settings it carries besides the architecture, which is read from
+the weights (default: the paper-scale variants of the released models).
+"""
+
+from __future__ import annotations
+
+from maetok import config as C
+from maetok.commands import check_outputs
+
+DEFAULT_VARIANTS = {"tokenizer": "maetok_main", "generator": "sit_xl"}
+
+
+def cmd_import_official(args) -> int:
+    from maetok.models import official
+
+    params = C.load_params(args.params)
+    variant = args.variant or DEFAULT_VARIANTS[args.kind]
+    check_outputs(args.out)
+    if args.kind == "tokenizer":
+        base = params.tokenizer(variant, args.scale)
+        s = official.import_tokenizer(args.src, args.out, base, args.state_key, args.official_config)
+        what = (f"{s['size']} at {s['image_size']} px, L = {s['num_latent_tokens']}, H = {s['latent_dim']}; "
+                f"{s['dropped']} unused official tensors dropped")
+    else:
+        base = params.generator(variant, args.scale)
+        s = official.import_generator(args.src, args.out, base, args.tokenizer, args.latent_mean, args.latent_std,
+                                      args.state_key)
+        what = (f"{s['size']} on ({s['num_tokens']}, {s['latent_dim']}) latents, {s['num_classes']} classes; "
+                f"latent mean {s['latent_mean']:g}, std {s['latent_std']:g}")
+    wrapper = f" [{s['source']['wrapper']}]" if s["source"]["wrapper"] else ""
+    print(f"import-official {args.kind}: {args.src}{wrapper} -> {args.out}: {what}")
+    return 0
+
+
+def cmd_export_official(args) -> int:
+    from maetok.models import official
+
+    check_outputs(args.out)
+    n = official.export_weights(args.kind, args.src, args.out)
+    print(f"export-official {args.kind}: {args.src} -> {args.out} ({n} tensors, official layout)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("import-official", help="convert released official MAETok / SiT weights to our format",
+                       description="Read a released tokenizer (AEModel) or SiT file of the official code "
+                       "(.safetensors, .bin, .pt, .pth; bare state dict or under ema/model/state_dict) and write our "
+                       ".safetensors with the config embedded. Unknown or missing keys and shape mismatches are "
+                       "errors naming the keys. See docs/official_weights.md.")
+    p.add_argument("kind", choices=("tokenizer", "generator"), help="what the file holds")
+    p.add_argument("src", help="the released weights file")
+    p.add_argument("--out", required=True, help="output .safetensors in this project's format")
+    p.add_argument("--state-key", help="key of the state dict in a training checkpoint (default: ema, model, "
+                   "state_dict, whichever comes first)")
+    p.add_argument("--params", default=str(C.DEFAULT_PARAMS), help="params.yaml to read (default: %(default)s)")
+    p.add_argument("--scale", choices=C.SCALES, default="paper",
+                   help="scale of the variant whose settings the file carries (default: %(default)s)")
+    p.add_argument("--variant", help="tokenizer_variants / generator_variants id whose settings the file carries "
+                   f"besides the architecture (default: {DEFAULT_VARIANTS['tokenizer']} / "
+                   f"{DEFAULT_VARIANTS['generator']})")
+    p.add_argument("--official-config", help="tokenizer: the config.json released with it; checked against the "
+                   "weights, and its vq_mean / vq_std are recorded for the SiT import")
+    p.add_argument("--tokenizer", help="generator: our imported tokenizer file its latents come from (checked; its "
+                   "sha256 pairs the generator with latent caches of that tokenizer)")
+    p.add_argument("--latent-mean", type=float, help="generator: vq_mean of the official latent normalisation "
+                   "(default: recorded in --tokenizer)")
+    p.add_argument("--latent-std", type=float, help="generator: vq_std of the official latent normalisation "
+                   "(default: recorded in --tokenizer)")
+    p.set_defaults(func=cmd_import_official)
+
+    p = sub.add_parser("export-official", help="write our tokenizer / generator weights in the official layout",
+                       description="Write a tokenizer or generator file of this project as a state dict with the "
+                       "official code's parameter names (strict-loadable by its AEModel / SiT); .safetensors, or "
+                       ".bin / .pt / .pth via torch.save. See docs/official_weights.md.")
+    p.add_argument("kind", choices=("tokenizer", "generator"), help="what the file holds")
+    p.add_argument("src", help="our tokenizer / generator .safetensors")
+    p.add_argument("--out", required=True, help="output file in the official layout")
+    p.set_defaults(func=cmd_export_official)

@@ -278,10 +278,13 @@ class GeneratorConfig:
         "Transformer blocks, overriding the size's own (null: the size's, SiT-L/1: 24). Width and heads stay the "
         "size's. For rehearsals of the paper path on small machines (tests/workflow/rehearsal.yaml); optional.",
         default=None)
+    preview_steps: int = doc("Euler ODE steps of the sample grid drawn at the end of training (`preview.png`; "
+                             "the official script: 50).", default=50)
 
     def check(self, path: str) -> None:
         if self.depth is not None and self.depth <= 0:
             raise ConfigError(f"{_at(path, 'depth')}: must be > 0 or null (the size's own), got {self.depth}")
+        _positive(self, path, "preview_steps")
         if any(s <= 0 or s > self.optim.steps for s in self.eval_steps):
             raise ConfigError(f"{_at(path, 'eval_steps')}: every step must be in [1, optim.steps={self.optim.steps}]")
 
@@ -393,6 +396,40 @@ class NodesConfig:
         _positive(self, path, "tokenizer", "generator")
 
 
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ReleasedWeightsConfig:
+    """The `weights` key of a tokenizer or generator variant: a released file of the authors that the
+    workflow converts (`maetok import-official`, rules import_tokenizer / import_generator) instead of
+    training the variant. Used at paper scale only; docs/official_weights.md."""
+    path: str = doc("The released file in the official code's layout (.safetensors, .bin, .pt, .pth), relative to "
+                    "the repository root. Nothing downloads it: docs/official_weights.md gives the commands.")
+    sha256: str | None = doc("Expected sha256 of `path` (64 hex digits), checked before the import; null: not "
+                             "checked.", default=None)
+    repo: str | None = doc("Hugging Face repository of the file (e.g. MAETok/maetok-b-128): the error for a missing "
+                           "file prints its download command. null: none.", default=None)
+    config: str | None = doc("Tokenizers: the config.json released with the weights, checked against them; its "
+                             "vq_mean / vq_std (the latent normalisation of the released SiT) are recorded for the "
+                             "generator import. null: none.", default=None)
+    tokenizer: str | None = doc("Generators (required): the tokenizer variant on whose latents the released "
+                                "generator was trained; it is imported, sampled and evaluated with that tokenizer "
+                                "only.", default=None)
+    latent_mean: float | None = doc("Generators: vq_mean of the official latent normalisation (z - mean) / std; "
+                                    "null: the value recorded from the tokenizer's `config`.", default=None)
+    latent_std: float | None = doc("Generators: vq_std, with `latent_mean`; null: the tokenizer's.", default=None)
+
+    def check(self, path: str) -> None:
+        if self.sha256 is not None and not SHA256_HEX.fullmatch(self.sha256.lower()):
+            raise ConfigError(f"{_at(path, 'sha256')}: {self.sha256!r} is not a sha256 (64 hex digits): write the "
+                              f"output of `sha256sum {self.path}`, or null")
+        if (self.latent_mean is None) != (self.latent_std is None):
+            raise ConfigError(f"{_at(path, 'latent_mean')}/{_at(path, 'latent_std')}: give both or neither")
+        if self.latent_std is not None and self.latent_std <= 0:
+            raise ConfigError(f"{_at(path, 'latent_std')}: must be > 0, got {self.latent_std}")
+
+
 @dataclass(frozen=True)
 class ScaleConfig:
     data: DataConfig = doc("Dataset settings for this scale.")
@@ -428,15 +465,20 @@ class Params:
     scales: dict[str, ScaleConfig] = doc("Base settings per scale; must define exactly `tiny` and `paper`.")
     tokenizer_variants: dict[str, dict] = doc(
         "Named tokenizers: partial overrides of `scales.<scale>.tokenizer` (+ `by_scale.<scale>` overrides, "
-        "a `description`, and `resolution`: `base` (data.image_size, the default) or `hires` (hires.image_size)).")
+        "a `description`, `resolution`: `base` (data.image_size, the default) or `hires` (hires.image_size), "
+        "and `weights`: a released file imported instead of training, at paper scale).")
     generator_variants: dict[str, dict] = doc(
-        "Named generators: partial overrides of `scales.<scale>.generator` (+ `by_scale`, `description`, and "
-        "`sampling`: partial overrides of `scales.<scale>.sampling` for this generator's samples).")
+        "Named generators: partial overrides of `scales.<scale>.generator` (+ `by_scale`, `description`, "
+        "`sampling`: partial overrides of `scales.<scale>.sampling` for this generator's samples, and "
+        "`weights`: a released file imported instead of training, at paper scale).")
 
     def check(self, path: str) -> None:
         if set(self.scales) != set(SCALES):
             raise ConfigError(f"{_at(path, 'scales')}: must define exactly {list(SCALES)}, "
                               f"found {sorted(self.scales)}")
+        for kind in ("tokenizer", "generator"):
+            for name in getattr(self, f"{kind}_variants"):
+                self.released(kind, name)
         for scale in SCALES:
             for name in self.tokenizer_variants:
                 self._check_patch_grid(name, scale)
@@ -507,6 +549,38 @@ class Params:
         """The merged config of tokenizer `variant` at `scale` (default: the active one)."""
         return _merge_variant(self, "tokenizer", self.tokenizer_variants, TokenizerConfig, variant, scale)
 
+    def released(self, kind: str, variant: str) -> ReleasedWeightsConfig | None:
+        """The released weights that `kind` ("tokenizer" or "generator") variant `variant` imports instead of
+        being trained (its `weights` key), or None for a trained variant. The workflow uses them at paper
+        scale only (docs/official_weights.md)."""
+        variants = getattr(self, f"{kind}_variants")
+        if variant not in variants:
+            raise ConfigError(f"unknown {kind} variant {variant!r}; defined in params.yaml `{kind}_variants`: "
+                              f"{', '.join(variants)}")
+        raw = variants[variant].get("weights")
+        if raw is None:
+            return None
+        where = f"{kind}_variants.{variant}.weights"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected a mapping (path, sha256, ...), got {type(raw).__name__} {raw!r}")
+        w = from_dict(ReleasedWeightsConfig, raw, where)
+        if kind == "tokenizer":
+            extra = [k for k in ("tokenizer", "latent_mean", "latent_std") if getattr(w, k) is not None]
+            if extra:
+                raise ConfigError(f"{where}.{extra[0]}: only a generator's weights name a tokenizer or a latent "
+                                  "normalisation; remove it")
+        else:
+            if w.config is not None:
+                raise ConfigError(f"{where}.config: the config.json is the tokenizer's (tokenizer_variants.<name>."
+                                  "weights.config), where the generator import reads its vq_mean / vq_std; remove it")
+            if w.tokenizer is None:
+                raise ConfigError(f"{where}.tokenizer: missing: name the tokenizer variant whose latents the released "
+                                  "generator was trained on (e.g. maetok_release)")
+            if w.tokenizer not in self.tokenizer_variants:
+                raise ConfigError(f"{where}.tokenizer: {w.tokenizer!r} is not a tokenizer variant; defined in "
+                                  f"params.yaml `tokenizer_variants`: {', '.join(self.tokenizer_variants)}")
+        return w
+
     def resolution(self, tokenizer: str) -> str:
         """`base` or `hires`: which data tokenizer variant `tokenizer` trains and is evaluated on."""
         if tokenizer not in self.tokenizer_variants:
@@ -526,15 +600,16 @@ class Params:
 
     def same_runs(self, kind: str, scale: str | None = None) -> dict[str, str]:
         """{variant: the first variant (params.yaml order) that is the same run at `scale`} of the
-        `kind` "tokenizer" (same merged config and data) or "generator" (same config and sampling).
+        `kind` "tokenizer" (same merged config and data) or "generator" (same config and sampling); a variant
+        that imports released weights is the same run only as one importing the same file the same way.
         Variants that differ only at another scale merge here: at tiny, maetok_main is maetok (it
         trains longer only at paper scale), so the workflow trains one tokenizer for both."""
         if kind == "tokenizer":
             names = list(self.tokenizer_variants)
-            keys = [(self.tokenizer(v, scale), self.tokenizer_data(v, scale)) for v in names]
+            keys = [(self.tokenizer(v, scale), self.tokenizer_data(v, scale), self.released(kind, v)) for v in names]
         elif kind == "generator":
             names = list(self.generator_variants)
-            keys = [(self.generator(v, scale), self.sampling(v, scale)) for v in names]
+            keys = [(self.generator(v, scale), self.sampling(v, scale), self.released(kind, v)) for v in names]
         else:
             raise ValueError(f"kind must be 'tokenizer' or 'generator', not {kind!r}")
         return {v: names[keys.index(k)] for v, k in zip(names, keys, strict=True)}
@@ -547,7 +622,7 @@ class Params:
 VARIANT_EXTRA_KEYS = ("description", "by_scale")
 # Keys of a variant that are not part of its block's config: generator variants carry their
 # sampling overrides (Params.sampling), which must not change the generator's training config.
-VARIANT_SIDE_KEYS = {"tokenizer": ("resolution",), "generator": ("sampling",)}
+VARIANT_SIDE_KEYS = {"tokenizer": ("resolution", "weights"), "generator": ("sampling", "weights")}
 RESOLUTIONS = ("base", "hires")
 
 
@@ -570,6 +645,9 @@ def _merge_variant(params: Params, block: str, variants: dict, cls: type, name: 
         if block == "tokenizer" and "resolution" in (overrides or {}):
             raise ConfigError(f"{block}_variants.{name}.by_scale.{s_name}.resolution: `resolution` is set per "
                               "variant (a variant's data), not per scale; move it up to the variant")
+        if "weights" in (overrides or {}):
+            raise ConfigError(f"{block}_variants.{name}.by_scale.{s_name}.weights: `weights` is set per variant "
+                              "(the workflow imports released weights at paper scale only); move it up to the variant")
     at_scale = {k: v for k, v in (by_scale.get(scale) or {}).items() if k not in side}
     merged = deep_merge(deep_merge(base, override), at_scale)
     return from_dict(cls, merged, f"{block}_variants.{name}" + (f" (at scale {scale})" if by_scale else ""))
@@ -805,6 +883,12 @@ def json_schema() -> dict:
                         **_schema_for(SamplingConfig, partial=True)}
             variant["properties"]["sampling"] = sampling
             at_scale["properties"]["sampling"] = sampling
+        weights = _schema_for(ReleasedWeightsConfig)
+        weights["required"] = [f.name for f in dataclasses.fields(ReleasedWeightsConfig)
+                               if f.default is MISSING and f.default_factory is MISSING]
+        variant["properties"]["weights"] = {
+            "description": "A released file imported instead of training this variant, at paper scale "
+                           "(docs/official_weights.md).", **weights}
         variant["properties"]["by_scale"] = {
             "description": "Overrides that apply only at one scale.", "type": "object", "additionalProperties": False,
             "properties": {s: {"description": f"Overrides at `{s}`.", **at_scale} for s in SCALES}}

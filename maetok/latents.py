@@ -19,7 +19,10 @@ Normalisation (spec §5.3): the official code trains on x = (z - mean) / std wit
 `vq_mean`/`vq_std` whose values are not published; we compute them as the global mean
 and std of the plain (unflipped) train latents, all elements pooled. Per-channel
 statistics (one mean/std per latent channel, pooled over images and tokens) are stored
-alongside; `GeneratorConfig.latent_norm` picks one.
+alongside; `GeneratorConfig.latent_norm` picks one. A generator file records the statistics it was
+trained with and sampling un-normalises with those (maetok/sample.py: generator_stats): a released SiT
+imported with the official vq_mean / vq_std (docs/official_weights.md) is sampled with them, whatever
+this cache's own statistics are.
 
 Precision: the encoder runs at the precision its tokenizer trained in (bf16 autocast when the
 tokenizer's `optim.bf16` is set, as at both scales; recorded as `encode_autocast` in stats.json).

@@ -7,13 +7,16 @@ is one point of the paper's Table 12 sweep (`Params.job_sampling` gives those jo
 `cfg_sweep.num_samples`). Labels are exactly class-balanced (sample i has class i % C;
 the official script draws them at random). All noise is keyed by the global
 sample index (`IndexedNoise`), so any shard [start, end) regenerates the same samples.
-Latents are un-normalised with the cache's statistics and decoded by the tokenizer;
+Latents are un-normalised with the statistics the generator was trained with, recorded in its
+file (`generator_stats`: the latent cache's for our generators, the official vq_mean / vq_std for
+a released SiT imported by `maetok import-official`), and decoded by the tokenizer;
 images are clamped to [-1, 1] and mapped to uint8 by round((x + 1) * 127.5), the inverse
 of the data loader's scaling.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -101,15 +104,28 @@ def check_pairing(info: dict, stats: LatentStats, tokenizer_path: str | Path, ge
                                "rebuild the latents and the generator for it")
 
 
+def generator_stats(info: dict, stats: LatentStats) -> LatentStats:
+    """`stats` (the latent cache's) with the normalisation the generator's file records (`latent_stats`):
+    what its latents were normalised with in training. For our generators the two agree (the cache it
+    was trained on); a released SiT was trained on the official scalar vq_mean / vq_std, which the
+    importer records and which the cache's own statistics (from our encodings) need not equal."""
+    rec = info.get("latent_stats") or {}
+    if not rec:
+        return stats
+    return dataclasses.replace(stats, mean=float(rec["mean"]), std=float(rec["std"]),
+                               channel_mean=tuple(map(float, rec["channel_mean"])),
+                               channel_std=tuple(map(float, rec["channel_std"])))
+
+
 def save_class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, path: str | Path,
-                    per_row: int = 10) -> None:
-    """PNG grid of (N, H, W, 3) uint8 samples: one row per class (its first `per_row` samples);
-    unconditional samples (null labels) fill per_row rows in order."""
+                    per_row: int = 10, classes=None) -> None:
+    """PNG grid of (N, H, W, 3) uint8 samples: one row per class (its first `per_row` samples), for every
+    class or the given `classes`; unconditional samples (null labels) fill per_row rows in order."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2)
     labels = torch.as_tensor(labels)
     if (labels < num_classes).any():
         rows = []
-        for c in range(num_classes):
+        for c in range(num_classes) if classes is None else classes:
             row = x[labels == c][:per_row]
             rows.append(torch.cat([row, torch.full((per_row - len(row), *x.shape[1:]), 255, dtype=torch.uint8)]))
         x = torch.cat(rows)
@@ -131,6 +147,7 @@ def sample_generator(cfg: C.SamplingConfig, generator: str | Path, latents: str 
     model, gcfg, info = load_generator(generator, device)
     stats = LatentStats.load(latents)
     check_pairing(info, stats, tokenizer, generator, gcfg.size)
+    stats = generator_stats(info, stats)
     if setting.scale != 1.0 and not gcfg.transport.conditional:
         raise C.ConfigError(f"{generator} is unconditional; classifier-free guidance needs a conditional model "
                          "(use guidance 'nocfg')")
@@ -166,20 +183,28 @@ def sample_generator(cfg: C.SamplingConfig, generator: str | Path, latents: str 
 
 
 def preview_grid(model, gcfg: C.GeneratorConfig, stats: LatentStats, tokenizer: str | Path, out: str | Path,
-                 seed: int = 0, per_class: int = 8, num_steps: int = 50, cfg_scale: float = 4.0) -> None:
-    """Training-end preview as the official script's: Euler ODE, 50 steps, CFG 4.0; one row per class."""
+                 seed: int = 0, per_class: int = 8, cfg_scale: float = 4.0, max_classes: int = 10,
+                 batch_size: int = 64) -> None:
+    """Training-end preview as the official script's: Euler ODE (`preview_steps` steps, official 50), CFG 4.0;
+    one row per class for at most `max_classes` classes spread over the labels (ImageNet: 0, 111, ..., 999;
+    all 1000 would be 8000 samples), sampled and decoded `batch_size` at a time, with bf16 autocast where
+    training has it (`optim.bf16`, CUDA only)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     tok, _, _ = latent_cache.load_tokenizer(tokenizer, device)
     C_ = stats.num_classes
-    n = per_class * C_
-    idx = torch.arange(n)
-    y = balanced_labels(n, C_) if gcfg.transport.conditional else null_labels(n, C_)
+    classes = torch.linspace(0, C_ - 1, min(C_, max_classes)).round().long().unique()
+    n = per_class * len(classes)
+    y = classes.repeat_interleave(per_class) if gcfg.transport.conditional else null_labels(n, C_)
     scale = cfg_scale if gcfg.transport.conditional else 1.0
-    x0 = sample_latents(model, build_transport(gcfg.transport), idx, y, seed, "ode", num_steps, cfg_scale=scale,
-                        device=device)
-    with torch.no_grad():
-        images = to_uint8(tok.decode(stats.denormalize(x0, gcfg.latent_norm))).permute(0, 2, 3, 1).cpu().numpy()
-    save_class_grid(images, y.numpy(), C_, out, per_row=per_class)
+    transport = build_transport(gcfg.transport)
+    bf16 = gcfg.optim.bf16 and device.type == "cuda"
+    images = []
+    for idx in torch.arange(n).split(batch_size):
+        x0 = sample_latents(model, transport, idx, y[idx], seed, "ode", gcfg.preview_steps, cfg_scale=scale,
+                            device=device, bf16=bf16)
+        with torch.no_grad():
+            images.append(to_uint8(tok.decode(stats.denormalize(x0, gcfg.latent_norm))).permute(0, 2, 3, 1).cpu())
+    save_class_grid(torch.cat(images).numpy(), y.numpy(), C_, out, per_row=per_class, classes=classes.tolist())
     model.train(was_training)

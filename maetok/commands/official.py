@@ -3,10 +3,13 @@ code in this project's format and back (maetok/models/official.py; docs/official
 
 The imported file is what our trainers write, config embedded: `--params` / `--scale` / `--variant` pick
 the tokenizer or generator variant whose settings it carries besides the architecture, which is read from
-the weights (default: the paper-scale variants of the released models).
+the weights (default: the paper-scale variants of the released models), or `--config-json` gives that
+config (what the rules import_tokenizer / import_generator pass). `--sha256` checks the source first.
 """
 
 from __future__ import annotations
+
+import json
 
 from maetok import config as C
 from maetok.commands import check_outputs
@@ -14,19 +17,28 @@ from maetok.commands import check_outputs
 DEFAULT_VARIANTS = {"tokenizer": "maetok_main", "generator": "sit_xl"}
 
 
+def _base_config(args):
+    """The merged tokenizer / generator config the imported file carries: --config-json (what the rules
+    import_tokenizer / import_generator pass), else the variant of params.yaml."""
+    cls = C.TokenizerConfig if args.kind == "tokenizer" else C.GeneratorConfig
+    if args.config_json:
+        return C.from_dict(cls, json.loads(args.config_json), args.kind)
+    params = C.load_params(args.params)
+    return getattr(params, args.kind)(args.variant or DEFAULT_VARIANTS[args.kind], args.scale)
+
+
 def cmd_import_official(args) -> int:
     from maetok.models import official
 
-    params = C.load_params(args.params)
-    variant = args.variant or DEFAULT_VARIANTS[args.kind]
     check_outputs(args.out)
+    if args.sha256:
+        official.check_sha256(args.src, args.sha256)
+    base = _base_config(args)
     if args.kind == "tokenizer":
-        base = params.tokenizer(variant, args.scale)
         s = official.import_tokenizer(args.src, args.out, base, args.state_key, args.official_config)
         what = (f"{s['size']} at {s['image_size']} px, L = {s['num_latent_tokens']}, H = {s['latent_dim']}; "
                 f"{s['dropped']} unused official tensors dropped")
     else:
-        base = params.generator(variant, args.scale)
         s = official.import_generator(args.src, args.out, base, args.tokenizer, args.latent_mean, args.latent_std,
                                       args.state_key)
         what = (f"{s['size']} on ({s['num_tokens']}, {s['latent_dim']}) latents, {s['num_classes']} classes; "
@@ -62,6 +74,9 @@ def register(sub) -> None:
     p.add_argument("--variant", help="tokenizer_variants / generator_variants id whose settings the file carries "
                    f"besides the architecture (default: {DEFAULT_VARIANTS['tokenizer']} / "
                    f"{DEFAULT_VARIANTS['generator']})")
+    p.add_argument("--config-json", help="merged tokenizer / generator config as JSON that the file carries (what "
+                   "Snakemake passes); overrides --params/--scale/--variant")
+    p.add_argument("--sha256", help="expected sha256 of SRC, checked before the import (an error names both hashes)")
     p.add_argument("--official-config", help="tokenizer: the config.json released with it; checked against the "
                    "weights, and its vq_mean / vq_std are recorded for the SiT import")
     p.add_argument("--tokenizer", help="generator: our imported tokenizer file its latents come from (checked; its "

@@ -29,13 +29,13 @@ def cmd_make_table(args) -> int:
 
 def register(sub) -> None:
     """Add the reporting subcommands to an argparse subparsers object."""
-    from maetok.report.tables import TABLES
+    from maetok.report.tables import RELEASE_TABLES, TABLES
 
     p = sub.add_parser("make-table", help="rebuild one paper table: our metrics beside the paper's (CSV + Markdown)",
                        description="Read the metrics JSONs a table needs (maetok/report/table_specs.yaml) and the "
                        "paper's numbers (maetok/report/paper_tables/); write tables/<name>.csv and .md atomically. "
                        "A missing metrics JSON is an error naming the file and the snakemake target that builds it.")
-    p.add_argument("table", choices=TABLES, help="table name")
+    p.add_argument("table", choices=(*TABLES, *RELEASE_TABLES), help="table name")
     p.add_argument("--scale", choices=C.SCALES, help="override `scale` from params.yaml")
     p.add_argument("--params", default=str(C.DEFAULT_PARAMS), help="params.yaml, for the stand-in footnotes "
                    "(default: %(default)s)")

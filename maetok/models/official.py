@@ -198,6 +198,20 @@ def read_official(path: str | Path, state_key: str | None = None) -> tuple[dict[
     return state, info
 
 
+def check_sha256(path: str | Path, expected: str) -> str:
+    """The sha256 of `path` if it is `expected`; else OfficialWeightsError naming the file and both hashes."""
+    path = Path(path)
+    if not path.is_file():
+        raise OfficialWeightsError(f"{path} not found: download the released file first (docs/official_weights.md)")
+    actual, expected = sha256_file(path), expected.lower()
+    if actual != expected:
+        raise OfficialWeightsError(
+            f"{path}: sha256 is {actual}, expected {expected} (--sha256; in the workflow the variant's "
+            "`weights.sha256` in params.yaml). The download is truncated, corrupted or another file: delete it and "
+            "download it again (docs/official_weights.md); if the release itself changed, update the expected hash")
+    return actual
+
+
 def detect_kind(state: dict) -> str | None:
     """"tokenizer" / "generator" for an official state dict, "ours" for one already in our layout, else None."""
     if "bottleneck.proj.weight" in state or "encoder.patch_embed.proj.weight" in state:
@@ -517,7 +531,8 @@ def _latent_stats(tokenizer: str | Path | None, mean: float | None, std: float |
         raise OfficialWeightsError(
             "the latent normalisation of the official SiT is unknown: pass --latent-mean and --latent-std (vq_mean "
             "and vq_std of the tokenizer's config.json), or --tokenizer with a tokenizer imported with "
-            "--official-config")
+            "--official-config (in the workflow: the generator variant's `weights.latent_mean` / `latent_std`, or "
+            "the tokenizer variant's `weights.config`, in params.yaml)")
     raw = {"mean": mean, "std": std, "channel_mean": [mean] * latent_dim, "channel_std": [std] * latent_dim}
     return LatentStats(mean, std, tuple(raw["channel_mean"]), tuple(raw["channel_std"]), num_tokens, latent_dim,
                        num_classes, sha, raw)

@@ -75,6 +75,7 @@ class TableSpec:
     title: str
     parts: tuple[Part, ...]
     notes: tuple[str, ...]
+    released: bool = False             # rows of the authors' released weights: paper scale, on request only
 
     @property
     def has_parts(self) -> bool:
@@ -155,13 +156,16 @@ def load_specs(path: str | Path = SPEC_PATH) -> dict[str, TableSpec]:
             parts = tuple(_part(table, name, p, inherit) for name, p in t["parts"].items())
             notes = tuple(t.get("notes", []))
         else:
-            parts = (_part(table, "", {k: v for k, v in t.items() if k != "title"}, {}),)
+            parts = (_part(table, "", {k: v for k, v in t.items() if k not in ("title", "released_weights")}, {}),)
             notes = ()
-        specs[table] = TableSpec(table, t["title"], parts, notes)
+        specs[table] = TableSpec(table, t["title"], parts, notes, bool(t.get("released_weights", False)))
     return specs
 
 
-TABLES = tuple(load_specs())
+# The tables of `rule all` and dvc.yaml; RELEASE_TABLES are built from the authors' released weights,
+# at paper scale and only on request (they need the downloads of docs/official_weights.md).
+TABLES = tuple(name for name, spec in load_specs().items() if not spec.released)
+RELEASE_TABLES = tuple(name for name, spec in load_specs().items() if spec.released)
 
 
 def get_spec(table: str) -> TableSpec:
@@ -169,6 +173,14 @@ def get_spec(table: str) -> TableSpec:
     if table not in specs:
         raise ReportError(f"unknown table {table!r}; tables: {', '.join(specs)}")
     return specs[table]
+
+
+def check_scale(spec: TableSpec, scale: str) -> None:
+    """A table of released weights exists at paper scale only (the released models are ImageNet models)."""
+    if spec.released and scale != "paper":
+        raise ReportError(f"{spec.name} is built from the authors' released weights, at paper scale only: "
+                          f"`snakemake --config scale=paper --cores all tables/{spec.name}.csv` after the downloads "
+                          "of docs/official_weights.md")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -220,6 +232,7 @@ def _row_jsons(part: Part, row: OurRow, results: str | Path, params: C.Params, s
 
 def inputs_for(table: str, scale: str, results: str | Path | None = None, params: C.Params | None = None) -> list[str]:
     """The metrics JSONs `table` needs at `scale` (each once), e.g. for a Snakemake input function."""
+    check_scale(get_spec(table), scale)
     results = results or f"results/{scale}"
     params = params or C.load_params(C.DEFAULT_PARAMS, {"scale": scale})
     paths = [p for part, row in get_spec(table).our_rows()
@@ -396,7 +409,10 @@ def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
 def teacher_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     """A footnote on how the pretrained teachers see the images, where this table's tokenizers have a
     DINO- or CLIP-type aux target at `scale`: the paper does not say, so the choice (params.yaml
-    `tokenizer.networks.teacher_input` / `clip_norm`) is stated beside the official code's."""
+    `tokenizer.networks.teacher_input` / `clip_norm`) is stated beside the official code's. None for
+    released weights: the authors trained those tokenizers, our teacher settings play no part."""
+    if spec.released:
+        return []
     geometry = {"official": "their patch embedding resampled to the tokenizer's patch size, at the tokenizer's "
                             "image size, as in the official code",
                 "native": "their own patch size, on images resized so that their token grid is the tokenizer's "
@@ -528,6 +544,7 @@ def make_table(table: str, results: str | Path, scale: str, out_csv: str | Path,
                params: C.Params | None = None) -> list[dict[str, str]]:
     """Write `out_csv` and `out_md` (atomically) for `table` from the metrics JSONs under `results`."""
     spec = get_spec(table)
+    check_scale(spec, scale)
     params = params or C.load_params(C.DEFAULT_PARAMS, {"scale": scale})
     rows = collect_rows(table, results, scale, params)
     cols = csv_columns(spec)

@@ -13,6 +13,7 @@ from snakemake.utils import validate
 from maetok import config as C
 from maetok.report.tables import ReportError
 from maetok.report.tables import check_params as check_tables
+from maetok.report.tables import inputs_for
 
 # The strict dataclass load names the offending key path (unknown/missing keys, types,
 # enums, cross-field checks); the schema it generates is checked too, for tools that
@@ -108,6 +109,78 @@ wildcard_constraints:
     guidance=GUIDANCE,
 
 
+# Variants with `weights` (params.yaml; docs/official_weights.md) import the authors' released files
+# instead of training: rules import_tokenizer / import_generator write them where a trained variant's
+# final weights go (tokenizer_weights(), {GEN}/ema.safetensors), so every rule downstream reads them
+# unchanged, and the training rules match only the other variants. Paper scale only.
+RELEASED = {kind: [v for v in getattr(PARAMS, f"{kind}_variants") if PARAMS.released(kind, v)]
+            for kind in ("tokenizer", "generator")}
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly `names` (none: nothing)."""
+    return "|".join(re.escape(v) for v in names) or "(?!)"
+
+
+TRAINED_TOKENIZERS = one_of(v for v in TOKENIZERS if v not in RELEASED["tokenizer"])
+TRAINED_GENERATORS = one_of(v for v in GENERATORS if v not in RELEASED["generator"])
+RELEASED_TOKENIZERS = one_of(RELEASED["tokenizer"])
+RELEASED_GENERATORS = one_of(RELEASED["generator"])
+
+
+def released_weights(kind, variant):
+    """The `weights` of a released `kind` variant, which the workflow imports at paper scale only."""
+    if SCALE != "paper":
+        raise WorkflowError(
+            f"{kind} variant {variant!r} is the authors' released model ({kind}_variants.{variant}.weights in "
+            f"params.yaml), an ImageNet model used at paper scale only: run with `--config scale=paper` "
+            "(docs/official_weights.md)")
+    return PARAMS.released(kind, variant)
+
+
+def released_inputs(kind, variant):
+    """The released file of a variant (and a tokenizer's config.json), which must have been downloaded."""
+    w = released_weights(kind, variant)
+    files = [w.path] + ([w.config] if w.config else [])
+    for path in files:
+        if not Path(path).is_file():
+            get = (f"`huggingface-cli download {w.repo} --local-dir {Path(w.path).parent}`" if w.repo
+                   else "the commands of docs/official_weights.md")
+            raise WorkflowError(
+                f"{path} not found: the released weights of {kind} variant {variant!r} ({kind}_variants.{variant}"
+                f".weights in params.yaml) are not downloaded. Download them with {get} (docs/official_weights.md), "
+                "or point `weights.path` at your copy")
+    return {"src": w.path, "config": w.config or []}
+
+
+def released_tokenizer_inputs(wildcards):
+    return released_inputs("tokenizer", wildcards.tok)
+
+
+def released_generator_inputs(wildcards):
+    """The released SiT and the imported tokenizer whose latents it was trained on (its `weights.tokenizer`)."""
+    w = released_weights("generator", wildcards.gen)
+    if wildcards.tok != w.tokenizer:
+        raise WorkflowError(
+            f"generator variant {wildcards.gen!r} is a released model trained on the latents of tokenizer variant "
+            f"{w.tokenizer!r} (generator_variants.{wildcards.gen}.weights.tokenizer), not {wildcards.tok!r}: ask "
+            f"for {RESULTS}/generator/{w.tokenizer}/{wildcards.gen}/...")
+    return {"src": released_inputs("generator", wildcards.gen)["src"], "tokenizer": tokenizer_weights(wildcards.tok)}
+
+
+def import_options(kind):
+    """`maetok import-official` options of a released variant: its expected sha256 and latent normalisation."""
+
+    def options(wildcards):
+        w = PARAMS.released(kind, wildcards.tok if kind == "tokenizer" else wildcards.gen)
+        opts = ["--sha256", w.sha256] if w.sha256 else []
+        if w.latent_mean is not None:
+            opts += ["--latent-mean", repr(w.latent_mean), "--latent-std", repr(w.latent_std)]
+        return " ".join(opts)
+
+    return options
+
+
 def sampling_json(wildcards):
     """The sampling config of one job (Params.job_sampling): the generator variant's, with a Table 12
     point's own CFG setting and sample count; `nocfg` jobs record the base CFG fields, which they ignore."""
@@ -186,8 +259,12 @@ def canonical_tokenizer(tok):
 
 
 def tokenizer_weights(tok):
-    """The tokenizer a downstream job uses: stage 2's output if the variant fine-tunes, else stage 1's."""
+    """The tokenizer a downstream job uses: stage 2's output if the variant fine-tunes, else stage 1's;
+    for released weights, the imported file (rule import_tokenizer), in stage 2's place."""
     tok = canonical_tokenizer(tok)
+    if PARAMS.released("tokenizer", tok):
+        released_weights("tokenizer", tok)
+        return f"{RESULTS}/tokenizer/{tok}/final.safetensors"
     stage = "final" if tokenizer_config(tok).finetune.enabled else "stage1"
     return f"{RESULTS}/tokenizer/{tok}/{stage}.safetensors"
 
@@ -228,7 +305,7 @@ def _users():
     from maetok.report.tables import get_spec
 
     users = {}
-    for table in TABLES:
+    for table in (*TABLES, *RELEASE_TABLES):
         for _, row in get_spec(table).our_rows():
             users.setdefault((row.tokenizer, None), set()).add(table)
             if row.generator:
@@ -242,7 +319,7 @@ def _users():
 
 
 def _tags_json(ids):
-    order = {t: i for i, t in enumerate([*TABLES, *FIGURES])}
+    order = {t: i for i, t in enumerate([*TABLES, *RELEASE_TABLES, *FIGURES])}
     tables = ",".join(sorted(ids, key=lambda t: order.get(t, len(order))))
     return json.dumps({"scale": SCALE, "tables": f",{tables}," if tables else ""})
 
@@ -250,6 +327,15 @@ def _tags_json(ids):
 def _tokenizer_users(users, keep):
     """Ids using any tokenizer variant `t` with keep(t)."""
     return set().union(set(), *(ids for (t, gen), ids in users.items() if gen is None and keep(t)))
+
+
+def table_inputs(wildcards):
+    """The metrics JSONs of a table (report.smk); a release table at tiny scale stops here, saying to
+    use paper scale."""
+    try:
+        return inputs_for(wildcards.table, SCALE, RESULTS, PARAMS)
+    except ReportError as e:
+        raise WorkflowError(str(e)) from None
 
 
 def mlflow_tags(wildcards, output):

@@ -36,6 +36,8 @@ rule train_generator:
         steps=directory(f"{GEN}/steps"),
         loss=f"{GEN}/loss_curve.json",
         grid=f"{GEN}/preview.png",
+    wildcard_constraints:
+        gen=TRAINED_GENERATORS,
     params:
         cfg=lambda wc: cfg_json(gen_cfg(wc)),
         seed=PARAMS.seed,
@@ -57,6 +59,31 @@ rule train_generator:
         "--tokenizer-variant {wildcards.tok} --scale {params.scale} --seed {params.seed} --latents {input.latents} "
         "--tokenizer {input.tokenizer} --ckpt-dir {params.ckpt} --out {output.ema} --steps-dir {output.steps} "
         "--loss-curve {output.loss} --grid {output.grid} > {log} 2>&1"
+
+
+# A generator variant with released `weights` (params.yaml, paper scale): the authors' SiT converted to
+# ours in the final EMA's place, recording the imported tokenizer (the one its latents come from) and the
+# official latent normalisation, which sampling then uses (maetok/sample.py: generator_stats). It keeps no
+# intermediate EMAs (`steps`).
+rule import_generator:
+    input:
+        unpack(released_generator_inputs),
+    output:
+        ema=f"{GEN}/ema.safetensors",
+    wildcard_constraints:
+        gen=RELEASED_GENERATORS,
+    params:
+        cfg=lambda wc: cfg_json(gen_cfg(wc)),
+        options=import_options("generator"),
+    log:
+        f"logs/{SCALE}/import_generator/{{tok}}/{{gen}}.log",
+    resources:
+        mem_mb=16000,
+    conda:
+        "../../environment.yml"
+    shell:
+        "maetok import-official generator {input.src} --config-json {params.cfg:q} --tokenizer {input.tokenizer} "
+        "{params.options} --out {output.ema} > {log} 2>&1"
 
 
 rule sample_generator:
@@ -129,6 +156,8 @@ rule eval_generation:
         seed=PARAMS.seed,
         fid_cache=f"{RESULTS}/fid_cache",
         tags=mlflow_tags,
+        # no evaluator file with Inception features (paper scale): leave the option out
+        evaluator=lambda wc, input: f"--evaluator {input.evaluator}" if input.evaluator else "",
     threads: JOB_THREADS
     log:
         f"logs/{SCALE}/eval_generation/{{tok}}/{{gen}}/{{name}}.log",
@@ -140,5 +169,5 @@ rule eval_generation:
         "../../environment.yml"
     shell:
         "MAETOK_TAGS={params.tags:q} maetok eval-generation --config-json {params.cfg:q} --samples {input.samples} --data {input.data} "
-        "--evaluator {input.evaluator:q} --fid-cache {params.fid_cache} --seed {params.seed} "
+        "{params.evaluator} --fid-cache {params.fid_cache} --seed {params.seed} "
         "--variant {wildcards.gen} --tokenizer-variant {wildcards.tok} --out {output} > {log} 2>&1"

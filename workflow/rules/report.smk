@@ -1,7 +1,8 @@
 # Aggregation: tables/<name>.csv + .md, our metrics beside the paper's (maetok/report/).
 # The spec (maetok/report/table_specs.yaml) says which metrics JSONs each table reads, so
-# `snakemake tables/table1.csv` builds exactly the runs Table 1 needs.
-from maetok.report.tables import TABLES, inputs_for
+# `snakemake tables/table1.csv` builds exactly the runs Table 1 needs. RELEASE_TABLES (rows from the
+# authors' released weights; docs/official_weights.md) are built at paper scale, on request only.
+from maetok.report.tables import RELEASE_TABLES, TABLES
 
 # `snakemake --report report.html TARGETS`: the tables and figures that exist, with the
 # captions of workflow/report/ (README: HTML report).
@@ -10,14 +11,14 @@ report: "../report/workflow.rst"
 
 rule make_table:
     input:
-        lambda wc: inputs_for(wc.table, SCALE, RESULTS, PARAMS),
+        table_inputs,
     output:
         csv=report("tables/{table}.csv", caption="../report/table.rst", category="Tables", subcategory="{table}",
                    labels={"table": "{table}", "format": "CSV"}),
         md=report("tables/{table}.md", caption="../report/table.rst", category="Tables", subcategory="{table}",
                   labels={"table": "{table}", "format": "Markdown"}),
     wildcard_constraints:
-        table="|".join(TABLES),
+        table="|".join((*TABLES, *RELEASE_TABLES)),
     params:
         scale=SCALE,
         results=RESULTS,

@@ -1,4 +1,5 @@
-# Stand-in networks (tiny scale), tokenizer stage 1 and 2, reconstruction metrics.
+# Stand-in networks (tiny scale), tokenizer stage 1 and 2 (or the import of released weights),
+# reconstruction metrics.
 
 
 rule train_standin:
@@ -33,6 +34,8 @@ rule train_tokenizer:
     output:
         weights=f"{RESULTS}/tokenizer/{{tok}}/stage1.safetensors",
         metrics=f"{RESULTS}/tokenizer/{{tok}}/stage1.json",
+    wildcard_constraints:
+        tok=TRAINED_TOKENIZERS,
     params:
         cfg=lambda wc: cfg_json(tokenizer=tok_cfg(wc), data=tok_data_cfg(wc), seed=PARAMS.seed, scale=SCALE),
         ckpt=f"{RESULTS}/ckpt/tokenizer/{{tok}}/stage1",
@@ -62,6 +65,8 @@ rule finetune_decoder:
     output:
         weights=f"{RESULTS}/tokenizer/{{tok}}/final.safetensors",
         metrics=f"{RESULTS}/tokenizer/{{tok}}/final.json",
+    wildcard_constraints:
+        tok=TRAINED_TOKENIZERS,
     params:
         cfg=lambda wc: cfg_json(tokenizer=tok_cfg(wc), data=tok_data_cfg(wc), seed=PARAMS.seed, scale=SCALE),
         ckpt=f"{RESULTS}/ckpt/tokenizer/{{tok}}/stage2",
@@ -81,6 +86,30 @@ rule finetune_decoder:
     shell:
         "MAETOK_TAGS={params.tags:q} {params.launch} finetune-decoder --variant {wildcards.tok} --config-json {params.cfg:q} --data {input.data} "
         "--aux {params.aux} --init {input.init} --ckpt-dir {params.ckpt} --out {output.weights} > {log} 2>&1"
+
+
+# A variant with released `weights` (params.yaml, paper scale): the authors' file converted to ours, in
+# stage 2's place (tokenizer_weights()); its sha256 is checked first when params.yaml gives it.
+rule import_tokenizer:
+    input:
+        unpack(released_tokenizer_inputs),
+    output:
+        weights=f"{RESULTS}/tokenizer/{{tok}}/final.safetensors",
+    wildcard_constraints:
+        tok=RELEASED_TOKENIZERS,
+    params:
+        cfg=lambda wc: cfg_json(tok_cfg(wc)),
+        options=import_options("tokenizer"),
+        official_config=lambda wc, input: f"--official-config {input.config}" if input.config else "",
+    log:
+        f"logs/{SCALE}/import_tokenizer/{{tok}}.log",
+    resources:
+        mem_mb=16000,
+    conda:
+        "../../environment.yml"
+    shell:
+        "maetok import-official tokenizer {input.src} --config-json {params.cfg:q} {params.options} "
+        "{params.official_config} --out {output.weights} > {log} 2>&1"
 
 
 rule eval_reconstruction:

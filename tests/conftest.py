@@ -131,3 +131,14 @@ def write_latent_cache(d: Path, n: int = 32, sha: str = "a" * 64, seed: int = 0)
 def latent_cache():
     """`write_latent_cache(dir, n=32, sha=..., seed=0)`: a synthetic latent cache."""
     return write_latent_cache
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test, as the official golden fixtures were computed."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

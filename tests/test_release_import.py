@@ -29,12 +29,7 @@ VQ_MEAN, VQ_STD = -0.1, 0.7               # the official normalisation, as a rel
 CACHE_MEAN, CACHE_STD = 0.5, 2.0           # what our own encodings gave: deliberately different
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the official fixtures were computed on one thread
 
 
 def test_sha256_mismatch_names_the_file_and_both_hashes(tmp_path, capsys):

@@ -32,12 +32,7 @@ UNUSED = {"encoder.freqs_t_x", "encoder.freqs_t_y", "decoder.freqs_t_x", "decode
           "decoder.model.norm.adaLN_modulation.1.weight", "decoder.model.norm.adaLN_modulation.1.bias"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the official fixtures were computed on one thread
 
 
 @pytest.fixture(scope="module")

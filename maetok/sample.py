@@ -31,6 +31,7 @@ from maetok import latents as latent_cache
 from maetok.latents import LatentCacheError, LatentStats
 from maetok.train.generator import build_transport, load_generator
 from maetok.transport import IndexedNoise, balanced_labels, initial_noise, null_labels
+from maetok.utils.device import bf16_autocast
 from maetok.utils.images import save_grid, to_uint8
 from maetok.utils.io import atomic_path, sha256_file
 
@@ -79,7 +80,7 @@ def sample_latents(model, transport, idx: torch.Tensor, y: torch.Tensor, seed: i
         model_fn = functools.partial(model.forward_with_cfg, cfg_scale=cfg_scale, cfg_interval=tuple(cfg_interval))
     else:
         model_fn = model.forward
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), bf16_autocast(device.type, bf16):
         if sampler == "sde":
             noise = IndexedNoise(idx, seed, stream=1)
             return transport.sample_sde(num_steps, t_last)(z, model_fn, noise_fn=noise, y=y.to(device)).float()

@@ -115,7 +115,9 @@ def tok_cfg(bf16=False, compile=False):
 
 @pytest.mark.parametrize("bf16", [True, False])
 def test_encoder_runs_at_the_tokenizers_training_precision(tmp_path, monkeypatch, bf16):
-    """The cache encodes under bf16 autocast exactly when the tokenizer trained with optim.bf16."""
+    """The cache encodes under bf16 autocast exactly when the tokenizer trained with optim.bf16 (on a CPU
+    with bf16 instructions, which the test declares whatever this machine has)."""
+    monkeypatch.setattr("maetok.utils.device.cpu_has_bf16", lambda: True)
     seen = []
 
     class Recording(FakeTokenizer):

@@ -136,3 +136,31 @@ def test_sweep_point_samples_its_own_cfg_setting(trained, tmp_path):
     images = {name: np.load(path)["images"] for name, path in out.items()}
     assert np.array_equal(images["cfg"], images["cfg1.9_0-0.75"])
     assert not np.array_equal(images["cfg"], images["cfg4_0-1"])
+
+
+
+def test_cpu_bf16_autocast_follows_the_hardware(monkeypatch):
+    """The configs' bf16 flags turn autocast on where it pays: always on CUDA, on a CPU only with bf16
+    instructions (emulated bf16 matmuls are several times slower than fp32)."""
+    from maetok.utils import device
+
+    for has, expected in ((True, True), (False, False)):
+        monkeypatch.setattr(device, "cpu_has_bf16", lambda has=has: has)
+        assert device.bf16_enabled("cpu", True) is expected
+        with device.bf16_autocast("cpu", True):
+            assert torch.is_autocast_enabled("cpu") is expected
+    assert device.bf16_enabled("cuda", True) and not device.bf16_enabled("cuda", False)
+    assert not device.bf16_enabled("cpu", False)
+
+
+def test_cpu_bf16_detection_can_be_overridden(monkeypatch):
+    from maetok.utils import device
+
+    try:
+        for value, expected in (("1", True), ("0", False)):
+            with monkeypatch.context() as m:
+                m.setenv("MAETOK_CPU_BF16", value)
+                device.cpu_has_bf16.cache_clear()
+                assert device.cpu_has_bf16() is expected
+    finally:
+        device.cpu_has_bf16.cache_clear()  # the next caller detects this machine's CPU again

@@ -29,6 +29,8 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from tqdm import tqdm
 
+from maetok.utils.device import bf16_autocast
+
 IMG_SIZE = 32
 
 
@@ -234,7 +236,7 @@ def train_supervised(backbone, images, labels, steps, batch_size=256, lr=2e-3, s
             group["lr"] = _lr_at(step, steps, lr)
         idx = next(batches)
         x = _random_view(to_model_input(images[idx.numpy()]), gen, max_shift=2 / (IMG_SIZE / 2))
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with bf16_autocast("cpu", bf16):
             loss = F.cross_entropy(backbone.head(backbone(x)[1]).float(), labels[idx])
         loss_ema = _step(opt, loss, loss_ema, pbar)
     seconds = time.time() - start
@@ -298,7 +300,7 @@ def train_self_supervised(backbone, images, steps, batch_size=256, lr=2e-3, seed
             group["lr"] = _lr_at(step, steps, lr)
         x = to_model_input(images[next(batches).numpy()])
         views = torch.cat([_random_view(x, gen, scale=(0.6, 1.0), jitter=0.4) for _ in range(2)])
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with bf16_autocast("cpu", bf16):
             z = projector(backbone(views)[1]).float()
         loss = nt_xent(*z.chunk(2), temperature=temperature)
         loss_ema = _step(opt, loss, loss_ema, pbar)

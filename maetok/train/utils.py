@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import torch
 import torch.distributed as dist
 
+from maetok.utils.device import bf16_autocast
+
 
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN/Inf; the last good checkpoint is kept."""
@@ -132,8 +134,8 @@ def cleanup_distributed() -> None:
 
 
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on the given device (CPU bf16 autocast pays on these CPUs, too)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+    """bf16 autocast on the given device; on a CPU only where it has bf16 instructions (utils/device.py)."""
+    return bf16_autocast(device.type, enabled)
 
 
 class StopFlag:

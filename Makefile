@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine (see README):
+# Two entry points for a fresh machine (README: Quickstart):
 #   make reproduce   bootstrap the environment, then run the whole pipeline at the active scale
 #   make test        bootstrap the environment, then run the test suite
 SHELL := /bin/bash
@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: reproduce test bootstrap dataset lint dry-run mlflow-ui clean-venv
+.PHONY: reproduce test bootstrap dataset lint dry-run mlflow-ui readme-results clean-venv
 
 # The Slurm executor plugin (extra `slurm`) only where Slurm's `sacct` or `squeue` is on
 # PATH: installed elsewhere, it stops snakemake from starting (pyproject.toml).
@@ -45,13 +45,21 @@ lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/snakemake --lint
 
+# MLflow 3 opens an experiment on its GenAI (traces) view unless the address asks for the
+# model-training view: open the printed address (docs/tracking.md).
 mlflow-ui: bootstrap
+	@echo "maetok runs: $$($(BIN)/python -m maetok.utils.mlflow_ui --store results/mlflow.db --base http://127.0.0.1:5000)"
 	$(BIN)/mlflow server --backend-store-uri sqlite:///results/mlflow.db --host 127.0.0.1 --port 5000
+
+# The README's results section (between its results:begin/end lines) from tables/table1.csv and
+# Table 1's sample grid, with the commit and date they come from (maetok/report/readme.py).
+readme-results: bootstrap
+	$(BIN)/python -m maetok.report.readme
 
 clean-venv:
 	rm -rf $(VENV)
 
-# ---- DVC: version the results, and go back to those of an earlier commit (README: DVC) ----
+# ---- DVC: version the results, and go back to those of an earlier commit (docs/tracking.md: DVC) ----
 # The default remote is ../maetok-dvc-remote (a directory beside the checkout; .dvc/config).
 # SCALE: the results tree to version (default: params.yaml's scale). CONFIGFILES: the
 # Snakemake config files of the results (restored from REV together with the data).
@@ -91,7 +99,7 @@ restore:
 	  targets=$$(ls tables/table*.csv tables/table*.md figures/fig*.png figures/fig*.pdf 2>/dev/null); \
 	echo "snakemake --touch $$targets"; $(BIN)/snakemake --touch --cores 1 $$targets --configfile $(CONFIGFILES) -q all
 
-# ---- HTML report (README: HTML report) ----
+# ---- HTML report (docs/pipeline.md: HTML report) ----
 # make report [TARGETS="tables/table4.csv ..."] [REPORT=report.zip]: the tables and figures
 # (default: those present) with their captions (workflow/report/) in one self-contained
 # HTML file, or a zip archive when REPORT ends in .zip.

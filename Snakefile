@@ -34,4 +34,5 @@ rule all:
     input:
         expand("tables/{table}.{ext}", table=TABLES, ext=("csv", "md")),
         expand("figures/{fig}.{ext}", fig=FIGURES, ext=("png", "pdf")),
-        expand(f"{RESULTS}/samples/maetok_main/{{gen}}/cfg.png", gen=("sit_xl", "lightningdit")),
+        [f"{RESULTS}/samples/{canonical_tokenizer('maetok_main')}/{canonical_generator(gen)}/cfg.png"
+         for gen in ("sit_xl", "lightningdit")],

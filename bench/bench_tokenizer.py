@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from maetok.models.tokenizer import MAETok_models, apply_rope, explicit_attention
+from maetok.models.blocks import apply_rope, explicit_attention
+from maetok.models.tokenizer import MAETok_models
 
 
 def step_speed(model, batch, image_size, repeats=3):

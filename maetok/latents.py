@@ -1,4 +1,4 @@
-"""Latent cache for the generator (paper §4.1; official `inference/cache_latent.py`, spec §5.3).
+"""Latent cache for the generator (paper §4.1; official `inference/cache_latent.py`).
 
 `cache_latents` encodes the train split, its horizontal flips and the val split with a
 frozen tokenizer in eval mode and writes one directory::
@@ -15,7 +15,7 @@ readable with `np.load(mmap_mode="r")` at any size (ImageNet: 1.28M x 128 x 32 f
 10.5 GB per file) without sharding. The directory is built under a temporary name and
 renamed into place at the end.
 
-Normalisation (spec §5.3): the official code trains on x = (z - mean) / std with scalar
+Normalisation: the official code trains on x = (z - mean) / std with scalar
 `vq_mean`/`vq_std` whose values are not published; we compute them as the global mean
 and std of the plain (unflipped) train latents, all elements pooled. Per-channel
 statistics (one mean/std per latent channel, pooled over images and tokens) are stored
@@ -35,8 +35,6 @@ drawn from a generator seeded by (seed, step) so a resumed run sees the same bat
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +44,9 @@ import torch
 from tqdm import tqdm
 
 from maetok.data import ImageDataset, to_unit_range
-from maetok.train.utils import autocast, compile_enabled
-from maetok.utils.device import bf16_enabled
-from maetok.utils.io import load_npy, sha256_file, write_json
+from maetok.models.io import load_tokenizer
+from maetok.utils.device import bf16_autocast, bf16_enabled, compile_enabled
+from maetok.utils.io import atomic_dir, load_npy, sha256_file, write_json
 
 LATENT_DTYPE = np.float16
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -57,14 +55,6 @@ NORMS = ("scalar", "channel")
 
 class LatentCacheError(RuntimeError):
     """A latent cache that is missing, inconsistent, or from another tokenizer."""
-
-
-def load_tokenizer(path, device):
-    """(model, tok_cfg, info) of a saved tokenizer, eval mode. One indirection so that tests
-    can substitute a fake tokenizer (monkeypatch `maetok.latents.load_tokenizer`)."""
-    from maetok.train.tokenizer import load_tokenizer as _load
-
-    return _load(path, device)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -137,7 +127,7 @@ def _encode_split(model, ds, out: Path, name: str, flip: bool, batch_size: int, 
         x = to_unit_range(x.to(device))
         views = [(plain, x)] + ([(flipped, x.flip(-1))] if flip else [])
         for j, (dest, xv) in enumerate(views):
-            with autocast(device, bf16):
+            with bf16_autocast(device.type, bf16):
                 z = _encode(model, xv, pad_to).float()  # (B, L, H)
             if tuple(z.shape[1:]) != (L, H):
                 raise LatentCacheError(f"tokenizer encode returned {tuple(z.shape)}, expected (B, {L}, {H})")
@@ -175,10 +165,7 @@ def cache_latents(tokenizer_path: str | Path, data_dir: str | Path, out_dir: str
     if tok_cfg is not None and compile_enabled(tok_cfg.optim.compile):
         model.compile_blocks(("encoder",))
         pad_to = batch_size  # one batch shape, one graph
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         train, val = ImageDataset(data_dir, "train"), ImageDataset(data_dir, "val")
         moments = _Moments(model.latent_dim)
         counts = {"train": _encode_split(model, train, tmp, "train", hflip, batch_size, device, workers, moments,
@@ -202,12 +189,6 @@ def cache_latents(tokenizer_path: str | Path, data_dir: str | Path, out_dir: str
             "seconds": round(time.perf_counter() - t0, 1),
         }
         write_json(tmp / "stats.json", stats)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return stats
 
 

@@ -61,7 +61,7 @@ def _freeze(module):
 
 
 # --------------------------------------------------------------------------------------
-# DiffAugment (Zhao et al. 2020), as in the official `utils/diff_aug.py` (spec §3)
+# DiffAugment (Zhao et al. 2020), as in the official `utils/diff_aug.py`
 # --------------------------------------------------------------------------------------
 def _rand(shape, generator, device):
     return torch.rand(shape, generator=generator).to(device)
@@ -177,7 +177,7 @@ class LeCAM(nn.Module):
 def adaptive_weight(rec_loss, g_loss, last_layer, max_weight=1e4, eps=1e-4):
     """VQGAN's d_w = ||grad_W rec_loss|| / (||grad_W g_loss|| + eps), clamped to [0, max_weight], detached.
 
-    W is the pixel decoder's last layer weight (spec §3: its 768x768 output Linear).
+    W is the pixel decoder's last layer weight (at MAETok-B/16, its 768x768 output Linear).
     """
     rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
@@ -188,7 +188,7 @@ def adaptive_weight(rec_loss, g_loss, last_layer, max_weight=1e4, eps=1e-4):
 # Perceptual loss
 # --------------------------------------------------------------------------------------
 def _unit(f):
-    """f / max(||f||_2 over channels, 1e-10): F.normalize's result, ~2x faster on CPU for 4-D maps."""
+    """f / max(||f||_2 over channels, 1e-10): F.normalize's result, faster on CPU for 4-D maps."""
     return f * f.square().sum(1, keepdim=True).clamp_min(1e-20).rsqrt()
 
 
@@ -262,7 +262,7 @@ class VGG16Features(nn.Module):
 def lpips_vgg(vgg_path, lin_path):
     """LPIPS-VGG from local files: torchvision's vgg16-397923af.pth and LPIPS v0.1 vgg.pth.
 
-    Both are the files the official code loads (taming/LlamaGen `vgg_lpips`, spec §3).
+    Both are the files the official code loads (taming/LlamaGen `vgg_lpips`).
     """
     vgg_path = _require_file(vgg_path, "VGG16 (torchvision IMAGENET1K_V1)", VGG16_URL)
     lin_path = _require_file(lin_path, "LPIPS v0.1 VGG linear heads", LPIPS_VGG_URL)
@@ -280,10 +280,10 @@ def lpips_vgg(vgg_path, lin_path):
 
 
 # --------------------------------------------------------------------------------------
-# Discriminator: frozen backbone + trainable heads per tapped layer (spec §3, DinoDisc)
+# Discriminator: frozen backbone + trainable heads per tapped layer (the official DinoDisc)
 # --------------------------------------------------------------------------------------
 class DinoViTFeatures(nn.Module):
-    """Frozen timm ViT tapped as the official DINO discriminator (spec §3).
+    """Frozen timm ViT tapped as the official DINO discriminator.
 
     Five token maps (B, D, N): patch embedding + pos-embed, and the outputs of blocks
     2, 5, 8, 11; the cls token is added to every patch token and the final norm is not

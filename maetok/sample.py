@@ -1,4 +1,4 @@
-"""Sampling a trained generator for gFID (paper §4.1, App. C.2; official `generate_sit.py`, spec §5.5).
+"""Sampling a trained generator for gFID (paper §4.1, App. C.2; official `generate_sit.py`).
 
 Euler ODE or Euler-Maruyama SDE per `SamplingConfig`. Guidance names (`parse_guidance`):
 "cfg" applies the configured CFG scale on [cfg_interval_low, cfg_interval_high] (t = 1 noise),
@@ -29,8 +29,8 @@ from tqdm import tqdm
 from maetok import config as C
 from maetok import latents as latent_cache
 from maetok.latents import LatentCacheError, LatentStats
-from maetok.train.generator import build_transport, load_generator
-from maetok.transport import IndexedNoise, balanced_labels, initial_noise, null_labels
+from maetok.models.io import load_generator
+from maetok.transport import IndexedNoise, balanced_labels, build_transport, initial_noise, null_labels
 from maetok.utils.device import bf16_autocast
 from maetok.utils.images import save_grid, to_uint8
 from maetok.utils.io import atomic_path, sha256_file

@@ -5,11 +5,14 @@ then logs to MLflow. If MLflow is unreachable or misconfigured, a warning is pri
 and the job carries on; `maetok import-mlflow` backfills runs from the JSONs later.
 
 Tracking URI: $MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db (MLflow 3's file
-store is deprecated). Every run carries the tags scale, stage, variant and tables (empty
-when unknown). `tables` lists ids between commas (`,table2,table4,`), so one table's runs are
+store is deprecated). Every run carries the tags scale, stage, variant, tokenizer and tables
+(empty when unknown). `tables` lists ids between commas (`,table2,table4,`), so one table's runs are
 one filter away: `tags.tables LIKE '%,table4,%'` (`table1` does not match `table10`).
 Snakemake rules pass the tags only the workflow knows (the tables a job feeds, the
 scale) in $MAETOK_TAGS, a JSON object; tags the code sets itself win over it.
+
+A training job is one run from its first attempt to its last, whatever stops it in between
+(`Run`'s `record`; maetok/train/loop.py): the run id is kept in the job's checkpoint directory.
 """
 
 from __future__ import annotations
@@ -24,14 +27,19 @@ import time
 import warnings
 from pathlib import Path
 
+from maetok.utils.io import write_json
+
 EXPERIMENT = "maetok"
 DEFAULT_STORE = Path("results") / "mlflow.db"
 DEFAULT_URI = f"sqlite:///{DEFAULT_STORE}"
 ARTIFACTS = Path("results") / "mlartifacts"
-TAG_KEYS = ("scale", "stage", "variant", "tables")
+TAG_KEYS = ("scale", "stage", "variant", "tokenizer", "tables")
 TAGS_ENV = "MAETOK_TAGS"
 SOURCE_TAG = "maetok.source"  # the metrics JSON of the run (logged live, or imported from it)
 SOURCE_SHA_TAG = "maetok.source_sha256"
+JOB_TAG = "maetok.job"            # the job a training run belongs to (its output file)
+RUN_KEY_TAG = "maetok.run_key"    # the identity of the training run (maetok.train.checkpoint.run_key)
+PARAMS_CHANGED_TAG = "maetok.params_changed"  # params edited between the attempts of one run
 
 
 def tracking_uri() -> str:
@@ -40,12 +48,19 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE.resolve()}"
 
 
+# MLflow 3 UIs read this tag to open an experiment on its runs table ("custom_model_development", the
+# UI's "Machine learning" kind) rather than its GenAI traces view; later ones follow a global GenAI /
+# Model training switch instead, which the address `make mlflow-ui` prints sets (maetok/utils/mlflow_ui.py).
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def _create_local_experiment(mlflow) -> None:
     """With the default local store, keep run artifacts under results/ (not ./mlruns)."""
     Path("results").mkdir(exist_ok=True)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         try:
-            mlflow.create_experiment(EXPERIMENT, artifact_location=ARTIFACTS.resolve().as_uri())
+            mlflow.create_experiment(EXPERIMENT, artifact_location=ARTIFACTS.resolve().as_uri(),
+                                     tags={KIND_TAG: KIND})
         except mlflow.exceptions.MlflowException:
             pass  # another job created it first
 
@@ -81,7 +96,10 @@ def use_experiment(mlflow) -> str:
     with _store_lock(uri):
         if local:
             _create_local_experiment(mlflow)
-        return mlflow.set_experiment(EXPERIMENT).experiment_id
+        experiment = mlflow.set_experiment(EXPERIMENT)
+        if KIND_TAG not in experiment.tags:  # created by an older version, or on a server: mark it once
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, KIND_TAG, KIND)
+        return experiment.experiment_id
 
 
 def run_tags(tags: dict) -> dict:
@@ -123,37 +141,69 @@ class Run:
     every job's start-up on a laptop CPU, now spent while the job loads its data and builds its
     networks. Every later call waits for the opening first, and MLflow is used only through a
     client and the run's id (MLflow's fluent "active run" is per thread).
+
+    A training job is one run however often it is stopped and resumed. With `record` (a JSON file
+    in the job's checkpoint directory) the run id travels with the checkpoints: a rerun whose
+    `run_key` matches continues that run (status RUNNING again) and skips the steps its metric
+    history already holds (`logged_step`), so every step is logged once and the curves are whole.
+    Otherwise it starts a new run and writes the record. Any run of the same job (tag JOB_TAG)
+    still RUNNING, left by a killed process, is then marked KILLED.
     """
 
-    def __init__(self, name: str, tags: dict, params: dict | None = None, enabled: bool = True):
+    def __init__(self, name: str, tags: dict, params: dict | None = None, enabled: bool = True,
+                 record: str | Path | None = None, run_key: str = ""):
         self.ok = False
         self.run_id = None
+        self.continued = False
+        self.logged_step = -1   # a continued run: steps up to this one are already in its metric history
         self._opening = None
         self._error = None
         if not enabled or os.environ.get("MAETOK_NO_MLFLOW"):
             return
-        self._opening = threading.Thread(target=self._open, args=(name, run_tags(tags), params),
+        self._opening = threading.Thread(target=self._open, args=(name, run_tags(tags), params, record, run_key),
                                          name="mlflow-run", daemon=True)
         self._opening.start()
 
-    def _open(self, name: str, tags: dict, params: dict | None) -> None:
+    def _open(self, name: str, tags: dict, params: dict | None, record: str | Path | None, run_key: str) -> None:
         try:
             import mlflow
-            from mlflow.entities import Param
             from mlflow.tracking.context.registry import resolve_tags
 
             experiment_id = use_experiment(mlflow)
             client = mlflow.MlflowClient()
-            # resolve_tags adds what mlflow.start_run would: user, source, git commit
-            run = client.create_run(experiment_id, run_name=name, tags=resolve_tags(tags))
-            self._client, self.run_id = client, run.info.run_id
+            run_id = _recorded_run(client, record, run_key) if record else None
+            if run_id is None:
+                # resolve_tags adds what mlflow.start_run would: user, source, git commit
+                run_id = client.create_run(experiment_id, run_name=name, tags=resolve_tags(tags)).info.run_id
+            else:
+                self.continued = True
+                client.update_run(run_id, status="RUNNING")
+                self.logged_step = _last_step(client, run_id)
+            self._client, self.run_id = client, run_id
             self.ok = True
-            if params:
-                flat = [Param(k, str(v)[:500]) for k, v in _flatten(params).items()]
-                for i in range(0, len(flat), 100):
-                    client.log_batch(self.run_id, params=flat[i:i + 100])
+            if record and not self.continued:
+                _write_record(record, run_id, run_key)
+            if tags.get(JOB_TAG):
+                _kill_orphans(client, experiment_id, tags[JOB_TAG], run_id)
+            self._log_params_and_tags(params, tags if self.continued else {})
         except Exception as e:  # noqa: BLE001 - any tracking failure must not stop the job
             self._error = e
+
+    def _log_params_and_tags(self, params: dict | None, tags: dict) -> None:
+        """The params (all of them for a new run; for a continued one those it lacks) and `tags`. A
+        continued run keeps its first value of a param (MLflow never changes one); a bookkeeping
+        setting edited between attempts (e.g. more steps) is recorded in the tag PARAMS_CHANGED_TAG."""
+        from mlflow.entities import Param, RunTag
+
+        flat = {k: str(v)[:500] for k, v in _flatten(params or {}).items()}
+        old = self._client.get_run(self.run_id).data.params if self.continued else {}
+        changed = {k: [old[k], v] for k, v in flat.items() if k in old and old[k] != v}
+        new = [Param(k, v) for k, v in flat.items() if k not in old]
+        tag_list = [RunTag(k, str(v)) for k, v in tags.items()]
+        if changed:
+            tag_list.append(RunTag(PARAMS_CHANGED_TAG, json.dumps(changed, sort_keys=True)[:5000]))
+        for i in range(0, max(len(new), len(tag_list)), 100):
+            self._client.log_batch(self.run_id, params=new[i:i + 100], tags=tag_list[i:i + 100])
 
     def _ready(self) -> bool:
         """Wait for the run to open (warning once if it failed); whether it can be logged to."""
@@ -171,7 +221,8 @@ class Run:
         self.ok = False
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        if not self._ready():
+        """Log `metrics` at `step` (0 if None); a continued run skips the steps it already holds."""
+        if not self._ready() or (step is not None and step <= self.logged_step):
             return
         try:
             from mlflow.entities import Metric
@@ -211,3 +262,41 @@ class Run:
     def __exit__(self, exc_type, exc, tb):
         self.end("FAILED" if exc_type else "FINISHED")
         return False
+
+
+def _recorded_run(client, record: str | Path, run_key: str) -> str | None:
+    """The id of the run `record` names, if it is of this `run_key` and still in the store."""
+    try:
+        rec = json.loads(Path(record).read_text())
+        run_id = rec["run_id"] if rec.get("run_key") == run_key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if run_id is None:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - another store (tracking URI changed), or a deleted run
+        return None
+    return run_id if run.info.lifecycle_stage == "active" else None
+
+
+def _write_record(record: str | Path, run_id: str, run_key: str) -> None:
+    try:
+        write_json(record, {"run_id": run_id, "run_key": run_key})
+    except OSError as e:
+        warnings.warn(f"cannot record the MLflow run in {record} ({e}); a resumed job will start a new run",
+                      stacklevel=2)
+
+
+def _last_step(client, run_id: str) -> int:
+    """The largest step in the run's metric history (-1 if it has none)."""
+    keys = client.get_run(run_id).data.metrics
+    return max((m.step for key in keys for m in client.get_metric_history(run_id, key)), default=-1)
+
+
+def _kill_orphans(client, experiment_id: str, job: str, keep: str) -> None:
+    """Mark KILLED every run of `job` other than `keep` that is still RUNNING: a process killed
+    outright (SIGKILL, out of memory) cannot end its own run."""
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        if run.info.run_id != keep and run.data.tags.get(JOB_TAG) == job:
+            client.set_terminated(run.info.run_id, status="KILLED")

@@ -32,13 +32,12 @@ from maetok.data import DataError, ImageDataset
 from maetok.eval.generation import SamplesError, load_samples
 from maetok.latents import LatentCacheError, LatentDataset, LatentStats
 from maetok.models import standins, teachers
+from maetok.models.io import CheckpointError, build_generator, save_weights, weights_metadata
 from maetok.models.sit import LatentShapeError, SiT_models
 from maetok.models.tokenizer import ImageSizeError, MAETok_models
 from maetok.report.tables import ReportError
 from maetok.report.tables import check_params as check_tables
 from maetok.sample import check_pairing
-from maetok.train import checkpoint as ckpt
-from maetok.train.generator import build_generator, weights_metadata
 from maetok.utils.io import OutputDirError, atomic_path, check_writable, write_json
 
 BIN = Path(sys.executable).parent
@@ -256,7 +255,7 @@ def test_missing_or_corrupted_evaluator_names_the_file_and_rule(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"evaluator.safetensors' not found.*rule train_standin"):
         standins.load_weights(standins.Evaluator(), path)
     path.write_bytes(b"\x00" * 64)
-    with pytest.raises(ckpt.CheckpointError, match=r"evaluator.safetensors' are unreadable.*rule train_standin"):
+    with pytest.raises(CheckpointError, match=r"evaluator.safetensors' are unreadable.*rule train_standin"):
         standins.load_weights(standins.Evaluator(), path)
 
 
@@ -344,7 +343,7 @@ def _saved_generator(tmp_path: Path, latent_cache, num_tokens: int, sha: str) ->
     stats = C.dataclasses.replace(stats, num_latent_tokens=num_tokens)
     model = build_generator(cfg, num_tokens, stats.latent_dim, stats.num_classes)
     path = tmp_path / f"gen{num_tokens}" / "ema.safetensors"
-    ckpt.save_weights(model, path, weights_metadata(cfg, stats, 1))
+    save_weights(model, path, weights_metadata(cfg, stats, 1))
     return path, cfg
 
 

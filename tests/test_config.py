@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import typing
 
 import jsonschema
 import pytest
@@ -59,7 +61,7 @@ def test_bad_params_name_the_key_path(raw, mutate, message):
 
 
 def test_float_written_as_1e_minus_4_gets_a_hint():
-    @C.dataclass(frozen=True)
+    @dataclasses.dataclass(frozen=True)
     class Opt:
         lr: float = C.doc("learning rate")
 
@@ -101,10 +103,10 @@ def test_schema_and_dataclasses_agree_on_params_yaml(raw):
 
 def test_schema_keys_equal_dataclass_fields():
     def keys(tp, schema, path):
-        assert set(schema["properties"]) == {f.name for f in C.dataclasses.fields(tp)}, path
-        hints = C.typing.get_type_hints(tp)
-        for f in C.dataclasses.fields(tp):
-            if C.dataclasses.is_dataclass(hints[f.name]):
+        assert set(schema["properties"]) == {f.name for f in dataclasses.fields(tp)}, path
+        hints = typing.get_type_hints(tp)
+        for f in dataclasses.fields(tp):
+            if dataclasses.is_dataclass(hints[f.name]):
                 keys(hints[f.name], schema["properties"][f.name], f"{path}.{f.name}")
 
     schema = C.json_schema()
@@ -170,18 +172,51 @@ def test_same_runs_merge_variants_that_differ_only_at_another_scale(raw):
     assert C.load_params(raw).same_runs("tokenizer", "tiny")["maetok_main"] == "maetok_main"
 
 
-def test_tokenizer_patch_sizes_agree_with_the_model_registry():
-    """config.TOKENIZER_PATCH_SIZES lets params.yaml be checked without importing torch; it must list
-    every registry size (and `model.size` choice) with the registry's patch size."""
+def _field(cls, name):
+    return next(f for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _literal(cls, name) -> tuple:
+    """The values of the Literal annotation of field `name` (inside a list for list fields)."""
+    tp = typing.get_type_hints(cls)[name]
+    if typing.get_origin(tp) is list:
+        tp = typing.get_args(tp)[0]
+    assert typing.get_origin(tp) is typing.Literal, (cls.__name__, name, tp)
+    return typing.get_args(tp)
+
+
+def test_size_choices_are_the_model_registries():
+    """params.yaml is checked without importing torch (maetok/models/choices.py); the sizes it accepts
+    must be exactly the registries' own, with the registry's patch size."""
     import torch
 
+    from maetok.models import choices
+    from maetok.models.sit import SiT_models
     from maetok.models.tokenizer import MAETok_models
 
     with torch.device("meta"):
         registry = {name: build().patch_size for name, build in MAETok_models.items()}
-    assert C.TOKENIZER_PATCH_SIZES == registry
-    size = next(f for f in C.dataclasses.fields(C.TokenizerModelConfig) if f.name == "size")
-    assert set(size.metadata["choices"]) == set(registry)
+    assert choices.TOKENIZER_PATCH_SIZES == registry
+    assert _field(C.TokenizerModelConfig, "size").metadata["choices"] == tuple(MAETok_models)
+    assert _field(C.GeneratorConfig, "size").metadata["choices"] == tuple(SiT_models)
+
+
+def test_option_choices_are_the_models_own():
+    """Every option of the tokenizer that params.yaml sets accepts exactly what `MAETok` accepts."""
+    from maetok.models import aux_decoders, choices, masking, tokenizer
+
+    assert _literal(C.TokenizerModelConfig, "pos_embed") == tokenizer.POS_EMBEDS == choices.POS_EMBEDS
+    assert _literal(C.TokenizerModelConfig, "decoder_block") == tokenizer.DECODER_BLOCKS
+    assert _literal(C.TokenizerModelConfig, "bottleneck") == tokenizer.BOTTLENECKS
+    assert _literal(C.MaskConfig, "distribution") == masking.MASK_RATIO_DISTS
+    assert _literal(C.AuxConfig, "targets") == tokenizer.AUX_TARGETS == tuple(aux_decoders.AUX_LOSS_DEFAULTS)
+    assert _literal(C.AuxConfig, "depth") == tokenizer.AUX_DEPTHS
+    assert tuple(f.name for f in dataclasses.fields(C.AuxLossConfig)) == tokenizer.AUX_TARGETS
+    for target in tokenizer.AUX_TARGETS:
+        assert _literal(C.AuxLossConfig, target) == tokenizer.AUX_LOSSES
+    # and the model really rejects what the config would reject
+    with pytest.raises(ValueError, match="unknown aux target 'depth'"):
+        tokenizer.MAETok_models["MAETok-T"](aux_targets=("depth",))
 
 
 @pytest.mark.parametrize("generator", ["lightningdit", "lightningdit_512"])

@@ -189,7 +189,7 @@ def test_missing_weight_files_raise_a_clear_error(tmp_path):
 # ---------------------------------------------------------------- discriminator
 def test_official_head_size_matches_the_released_discriminator():
     heads = nn.ModuleList(DiscHead(384) for _ in range(5))
-    assert sum(p.numel() for p in heads.parameters()) == 7_386_245  # spec §3, measured
+    assert sum(p.numel() for p in heads.parameters()) == 7_386_245  # the official DinoDisc heads' count
 
 
 def test_discriminator_trains_heads_only(backbone, images):

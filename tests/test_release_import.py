@@ -16,11 +16,10 @@ from maetok import config as C
 from maetok import latents
 from maetok.cli import main
 from maetok.models import official
+from maetok.models.io import load_generator, load_tokenizer
 from maetok.models.tokenizer import MAETok_models
 from maetok.sample import sample_generator, sample_latents
-from maetok.train.generator import build_transport, load_generator
-from maetok.train.tokenizer import load_tokenizer
-from maetok.transport import balanced_labels
+from maetok.transport import balanced_labels, build_transport
 from maetok.utils.io import sha256_file
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "official"

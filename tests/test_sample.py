@@ -42,9 +42,10 @@ def trained(latent_cache, tmp_path, monkeypatch):
     lat = latent_cache(tmp_path / "lat", sha=sha256_file(tok))
     cfg = tiny_cfg()
     gen = tmp_path / "gen" / "ema.safetensors"
-    train_generator(cfg, GeneratorJob(str(lat), str(gen), str(tmp_path / "gen" / "steps"),
-                                      str(tmp_path / "gen" / "loss.json"), str(tmp_path / "ckpt"), progress=False,
-                                      tokenizer=str(tok), sample_grid=str(tmp_path / "gen" / "preview.png")))
+    train_generator(cfg, GeneratorJob(latents=str(lat), out=str(gen), steps_dir=str(tmp_path / "gen" / "steps"),
+                                      loss_curve=str(tmp_path / "gen" / "loss.json"), ckpt_dir=str(tmp_path / "ckpt"),
+                                      progress=False, tokenizer=str(tok),
+                                      sample_grid=str(tmp_path / "gen" / "preview.png")))
     assert (tmp_path / "gen" / "preview.png").stat().st_size > 0
     return tok, lat, gen
 

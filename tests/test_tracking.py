@@ -9,7 +9,7 @@ import pytest
 
 from maetok.cli import main
 from maetok.commands.mlflow_import import import_results
-from maetok.tracking import Run, run_tags
+from maetok.tracking import JOB_TAG, PARAMS_CHANGED_TAG, Run, run_tags
 
 
 def test_run_logs_to_the_local_store_under_results(tmp_path, monkeypatch):
@@ -43,9 +43,10 @@ def test_unusable_tracking_uri_warns_and_carries_on(tmp_path, monkeypatch):
 def test_run_tags_fill_blanks_from_the_workflow_and_keep_the_callers(monkeypatch):
     monkeypatch.setenv("MAETOK_TAGS", json.dumps({"scale": "tiny", "tables": ",table4,", "variant": "from-env"}))
     tags = run_tags({"stage": "eval_reconstruction", "variant": "maetok", "tables": ""})
-    assert tags == {"scale": "tiny", "stage": "eval_reconstruction", "variant": "maetok", "tables": ",table4,"}
+    assert tags == {"scale": "tiny", "stage": "eval_reconstruction", "variant": "maetok", "tokenizer": "",
+                    "tables": ",table4,"}
     monkeypatch.delenv("MAETOK_TAGS")
-    assert run_tags({"stage": "x"}) == {"scale": "", "stage": "x", "variant": "", "tables": ""}
+    assert run_tags({"stage": "x"}) == {"scale": "", "stage": "x", "variant": "", "tokenizer": "", "tables": ""}
 
 
 def _store(tmp_path, monkeypatch):
@@ -71,7 +72,8 @@ def test_import_mlflow_backfills_missing_runs_once(tmp_path, monkeypatch):
                                                                 "variant": "maetok_main"})
     _write(res / "tokenizer/ae/stage1.json", {"steps": 4, "seconds": 1.5, "final": {"loss": 0.25}})
     _write(res / "generator/ae/sit_l/nocfg.json", {"gfid": 80.0, "is": 2.0, "tokenizer": "ae", "variant": "sit_l"})
-    _write(res / "generator/maetok_main/sit_xl/cfg1.8_0-0.7.json", {"gfid": 9.0, "is": 3.0})  # Table 12 sweep
+    # Table 12's sweep: maetok_main + sit_xl rows read maetok + sit_l's runs at tiny (the same run there)
+    _write(res / "generator/maetok/sit_l/cfg1.8_0-0.7.json", {"gfid": 9.0, "is": 3.0})
     _write(res / "aux_models/evaluator.json", {"test_acc": 0.5})
     (res / "analysis/ae").mkdir(parents=True)
     (res / "analysis/ae/gmm.json").write_text("")  # a job killed while writing: reported, not imported
@@ -90,10 +92,12 @@ def test_import_mlflow_backfills_missing_runs_once(tmp_path, monkeypatch):
     runs = mlflow.search_runs(experiment_names=["maetok"])
     assert len(runs) == 5, runs[["tags.stage", "tags.variant", "tags.maetok.source", "status"]].to_string()
     gen = mlflow.search_runs(experiment_names=["maetok"], filter_string="tags.stage = 'eval_generation'")
-    gen = gen.set_index("tags.variant")
-    assert gen.loc["sit_l", "tags.tokenizer"] == "ae" and gen.loc["sit_l", "metrics.gfid"] == 80.0
-    assert gen.loc["sit_l", "tags.tables"] == ",table1,table6,"  # the tables with (ae, sit_l) rows
-    assert ",table12," in gen.loc["sit_xl", "tags.tables"] and gen.loc["sit_xl", "metrics.gfid"] == 9.0
+    assert set(gen["tags.variant"]) == {"sit_l"}
+    gen = gen.set_index("tags.tokenizer")
+    assert gen.loc["ae", "metrics.gfid"] == 80.0
+    assert gen.loc["ae", "tags.tables"] == ",table1,table6,"  # the tables with (ae, sit_l) rows
+    assert {",table1,", ",table2,", ",table12,"} <= {f",{t}," for t in gen.loc["maetok", "tags.tables"].split(",")}
+    assert gen.loc["maetok", "metrics.gfid"] == 9.0
     tok = mlflow.search_runs(experiment_names=["maetok"], filter_string="tags.stage = 'tokenizer_stage1'")
     assert tok["metrics.final.loss"][0] == 0.25 and tok["tags.scale"][0] == "tiny"
     table4 = mlflow.search_runs(experiment_names=["maetok"], filter_string="tags.tables LIKE '%,table4,%'")
@@ -115,3 +119,35 @@ def test_import_mlflow_cli_reports_a_missing_results_tree(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     assert main(["import-mlflow", "--results", "results/nope"]) == 2
     assert "results/nope: no such results directory" in capsys.readouterr().err
+
+
+def test_a_recorded_run_is_continued_and_an_orphan_of_another_key_killed(tmp_path, monkeypatch):
+    """What a resumed training job does (maetok/train/loop.py): the run its checkpoint directory records
+    is continued (RUNNING again, steps already logged skipped, only new params added); a rerun with
+    another run key starts a new run, and the old one, left RUNNING by a killed process, ends KILLED."""
+    mlflow = _store(tmp_path, monkeypatch)
+    record, tags = tmp_path / "ckpt" / "mlflow_run.json", {"stage": "test", JOB_TAG: "job-a"}
+    first = Run("a", tags, {"optim": {"steps": 3}}, record=record, run_key="k1")
+    for step in (1, 2, 3):
+        first.log_metrics({"loss": float(step)}, step)
+    first.end("KILLED")
+    again = Run("a", tags, {"optim": {"steps": 5}, "seed": 0}, record=record, run_key="k1")
+    again.log_metrics({"loss": 0.0}, 3)   # already in the history: skipped
+    again.log_metrics({"loss": 4.0}, 4)
+    assert again.run_id == first.run_id and again.continued and again.logged_step == 3
+    assert mlflow.get_run(again.run_id).info.status == "RUNNING"
+    run = mlflow.get_run(again.run_id)
+    assert run.data.params == {"optim.steps": "3", "seed": "0"}   # MLflow never changes a param: recorded apart
+    assert json.loads(run.data.tags[PARAMS_CHANGED_TAG]) == {"optim.steps": ["3", "5"]}
+    history = mlflow.MlflowClient().get_metric_history(again.run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
+
+    other = Run("a", tags, {"optim": {"steps": 5}}, record=record, run_key="k2")   # another config
+    other.log_metrics({"loss": 1.0}, 1)
+    assert other.run_id != again.run_id and not other.continued
+    assert mlflow.get_run(again.run_id).info.status == "KILLED"   # the orphan of the old key
+    assert json.loads(record.read_text()) == {"run_id": other.run_id, "run_key": "k2"}
+    other.end()
+    assert {r.info.status for r in mlflow.search_runs(experiment_names=["maetok"], output_format="list")} == \
+        {"KILLED", "FINISHED"}
+

@@ -6,9 +6,7 @@ deterministic colour from a hash of the name. Each plot writes a PNG and a PDF, 
 """
 
 import hashlib
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from maetok.utils.io import atomic_path  # noqa: E402
 
 PALETTE = {
     "ae": "#1f77b4",
@@ -88,16 +88,8 @@ def atomic_savefig(fig, path, **kwargs) -> None:
     """Save to a temporary file in the target directory, then os.replace onto `path`,
     so a reader never sees a half-written figure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # mode follows the umask, not mkstemp's 0600
         fig.savefig(tmp, format=path.suffix.lstrip(".").lower(), **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_figure(fig, out, dpi: int = 150) -> dict:

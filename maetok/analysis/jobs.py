@@ -37,8 +37,8 @@ LOSS_SMOOTHING = 0.6
 
 @contextlib.contextmanager
 def _single_thread(enabled: bool = True):
-    """torch and BLAS on one thread when no GPU is used: on a shared 2-core CPU this ran the tiny
-    GMM and probe jobs 3-4x faster than the default thread pool (4 s vs 15 s for the GMM)."""
+    """torch and BLAS on one thread when no GPU is used: on a small shared CPU the tiny GMM and probe
+    jobs run several times faster than with the default thread pool (bench/README.md)."""
     import torch
     from threadpoolctl import threadpool_limits
 

@@ -67,6 +67,45 @@ def _evaluate(head: torch.nn.Linear, data: _Batches, batch_size: int):
     return correct / n, loss / n
 
 
+def _fit_lbfgs(head: torch.nn.Linear, train: _Batches, epochs: int, lr: float, weight_decay: float) -> None:
+    """Full batch: `epochs` outer L-BFGS steps, weight_decay as an L2 penalty on the weights."""
+    xb, yb = train.get(np.arange(len(train.x)))
+    opt = torch.optim.LBFGS(head.parameters(), lr=lr, max_iter=20, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(head(xb), yb) + 0.5 * weight_decay * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(epochs):
+        opt.step(closure)
+
+
+def _fit_minibatch(head: torch.nn.Linear, train: _Batches, optimizer: str, epochs: int, batch_size: int, lr: float,
+                   weight_decay: float, seed: int) -> None:
+    """AdamW or SGD (momentum 0.9) over seeded shuffles, cosine learning-rate decay over all steps."""
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    n = len(train.x)
+    total = epochs * math.ceil(n / batch_size)
+    rng = np.random.default_rng(seed)
+    step = 0
+    for _ in range(epochs):
+        perm = rng.permutation(n)
+        for i in range(0, n, batch_size):
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            xb, yb = train.get(perm[i : i + batch_size])
+            loss = F.cross_entropy(head(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+
+
 def linear_probe(
     train_x,
     train_y,
@@ -116,38 +155,9 @@ def linear_probe(
     torch.nn.init.zeros_(head.bias)
 
     if optimizer == "lbfgs":
-        xb, yb = train.get(np.arange(n))
-        opt = torch.optim.LBFGS(head.parameters(), lr=lr, max_iter=20, history_size=20,
-                                line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = F.cross_entropy(head(xb), yb) + 0.5 * weight_decay * head.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        for _ in range(epochs):
-            opt.step(closure)
+        _fit_lbfgs(head, train, epochs, lr, weight_decay)
     else:
-        if optimizer == "adamw":
-            opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-        else:
-            opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-        steps_per_epoch = math.ceil(n / batch_size)
-        total = epochs * steps_per_epoch
-        rng = np.random.default_rng(seed)
-        step = 0
-        for _ in range(epochs):
-            perm = rng.permutation(n)
-            for i in range(0, n, batch_size):
-                for group in opt.param_groups:
-                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
-                xb, yb = train.get(perm[i : i + batch_size])
-                loss = F.cross_entropy(head(xb), yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
+        _fit_minibatch(head, train, optimizer, epochs, batch_size, lr, weight_decay, seed)
 
     train_acc, train_loss = _evaluate(head, train, batch_size=max(batch_size, 4096))
     val_acc, val_loss = _evaluate(head, val, batch_size=max(batch_size, 4096))

@@ -1,7 +1,7 @@
 """UMAP panels of tokenizer latents coloured by class (paper Fig. 4 and Fig. 9, §4.3, App. C.3).
 
-All panels of a figure are embedded in one process: umap-learn's numba JIT costs ~10 s per
-process (reference/pipeline_tools.md §7), so `umap` is imported inside `umap_panels` and every
+All panels of a figure are embedded in one process: umap-learn's numba JIT compiles once per
+process (seconds), so `umap` is imported inside `umap_panels` and every
 panel reuses the compiled code. A fixed random_state makes UMAP deterministic (and single
 threaded). The paper does not say how its points were chosen; we take the same class-balanced
 subset from every panel (per_class samples of each class, drawn with random_state).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from maetok import config as C
-from maetok.commands import load_config
+from maetok.commands import add_options, load_config
 
 # plot-figure kinds (= maetok.analysis.jobs.FIGURE_KINDS, not imported here to keep `maetok --help` fast).
 FIGURE_KINDS = {
@@ -28,13 +28,9 @@ def _config(args) -> C.AnalysisConfig:
 
 def _common_args(p: argparse.ArgumentParser, config: bool = True) -> None:
     if config:
-        p.add_argument("--config-json", help="merged `analysis` config as JSON (what Snakemake passes); "
-                       "overrides --params/--scale")
-        p.add_argument("--params", default=str(C.DEFAULT_PARAMS), help="params.yaml to read (default: %(default)s)")
-        p.add_argument("--seed", type=int, default=0, help="seed of subsampling, GMM init, probe batches, UMAP "
-                       "(default: %(default)s)")
-    p.add_argument("--scale", choices=C.SCALES, help="scale (MLflow tag; without --config-json also selects the "
-                   "params.yaml block)")
+        add_options(p, "config-json", "params", "seed", block="analysis",
+                    seed="seed of subsampling, GMM init, probe batches, UMAP (default: %(default)s)")
+    add_options(p, "scale", scale="scale (MLflow tag; without --config-json also selects the params.yaml block)")
 
 
 def cmd_fit_gmm(args) -> int:

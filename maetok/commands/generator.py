@@ -11,7 +11,7 @@ import argparse
 import time
 
 from maetok import config as C
-from maetok.commands import add_config_args, check_outputs, load_config
+from maetok.commands import add_config_args, add_options, check_outputs, load_config, load_params
 
 
 def cmd_cache_latents(args) -> int:
@@ -38,7 +38,7 @@ def cmd_train_generator(args) -> int:
     t0 = time.perf_counter()
     metrics = train_generator(cfg, job)
     print(f"train-generator: {metrics} in {time.perf_counter() - t0:.1f} s")
-    return 3 if "stopped" in metrics else 0
+    return 0
 
 
 def _guidance(name: str) -> str:
@@ -56,8 +56,7 @@ def cmd_sample_generator(args) -> int:
     if args.config_json:
         cfg = load_config(args, C.SamplingConfig, "sampling")
     else:  # by hand: as the workflow would sample generator variant --variant with this guidance
-        params = C.load_params(args.params, {"scale": args.scale} if args.scale else None)
-        cfg = params.job_sampling(args.variant, args.guidance)
+        cfg = load_params(args).job_sampling(args.variant, args.guidance)
     check_outputs(args.out, args.grid)
     summary = sample_generator(cfg, args.generator, args.latents, args.tokenizer, args.out, args.guidance,
                                seed=args.seed, grid=args.grid, start=args.start, end=args.end)
@@ -85,8 +84,8 @@ def register(sub) -> None:
                        "statistics, tokenizer sha256) to --out, atomically.")
     add_config_args(p, "data")
     p.add_argument("--tokenizer", required=True, help="tokenizer weights (.safetensors)")
-    p.add_argument("--data", required=True, help="prepared data directory (rule prepare_data)")
-    p.add_argument("--out", required=True, help="output directory of the latent cache")
+    add_options(p, "data", "out", data="prepared data directory (rule prepare_data)",
+                out="output directory of the latent cache")
     p.add_argument("--batch-size", type=int, default=256, help="images per encoder batch (default: %(default)s)")
     p.add_argument("--workers", type=int, default=4, help="data-loader workers for image files (default: %(default)s)")
     p.set_defaults(func=cmd_cache_latents)
@@ -95,16 +94,16 @@ def register(sub) -> None:
                        description="Train a generator on a latent cache. Resumes from --ckpt-dir; on SIGTERM/SIGUSR1 "
                        "it checkpoints and exits with status 3. Run under torchrun for several GPUs.")
     add_config_args(p, "generator")
-    p.add_argument("--variant", help="generator_variants id (needed without --config-json; also the MLflow name)")
-    p.add_argument("--tokenizer-variant", help="tokenizer id, for MLflow tags")
+    add_options(p, "variant", "tokenizer-variant",
+                variant="generator_variants id (needed without --config-json; also the MLflow name)")
     p.add_argument("--latents", required=True, help="latent cache directory (rule cache_latents)")
-    p.add_argument("--out", required=True, help="final EMA weights (.safetensors)")
+    add_options(p, "out", out="final EMA weights (.safetensors)")
     p.add_argument("--steps-dir", required=True, help="output directory for EMA weights at eval_steps")
     p.add_argument("--loss-curve", required=True, help="output JSON of the training loss curve")
     p.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (keep outside the rule's outputs)")
     p.add_argument("--tokenizer", help="tokenizer weights, to decode the preview grid (optional)")
     p.add_argument("--grid", help="preview sample grid PNG written at the end and logged to MLflow (optional)")
-    p.add_argument("--seed", type=int, default=0, help="global seed (default: %(default)s)")
+    add_options(p, "seed")
     p.set_defaults(func=cmd_train_generator)
 
     p = sub.add_parser("sample-generator", help="sample a generator into an .npz of uint8 images + a PNG grid",
@@ -117,12 +116,11 @@ def register(sub) -> None:
     p.add_argument("--guidance", required=True, type=_guidance,
                    help="'nocfg', 'cfg' (the generator variant's CFG setting) or a Table 12 sweep point "
                    "'cfg<scale>_<low>-<high>', e.g. 'cfg1.9_0-0.75'")
-    p.add_argument("--variant", default="sit_xl",
-                   help="generator variant whose `sampling` settings apply without --config-json (default: "
-                   "%(default)s)")
-    p.add_argument("--out", required=True, help="output .npz (images (N, H, W, 3) uint8, labels, indices)")
+    add_options(p, "variant", "out", variant={"default": "sit_xl", "help": "generator variant whose `sampling` "
+                                              "settings apply without --config-json (default: %(default)s)"},
+                out="output .npz (images (N, H, W, 3) uint8, labels, indices)")
     p.add_argument("--grid", help="output PNG grid, one row per class (optional)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    add_options(p, "seed", seed="sampling seed (default: %(default)s)")
     p.add_argument("--start", type=int, default=0, help="first global sample index (default: %(default)s)")
     p.add_argument("--end", type=int, help="one past the last index (default: sampling.num_samples)")
     p.set_defaults(func=cmd_sample_generator)
@@ -132,11 +130,9 @@ def register(sub) -> None:
                        "at tiny, Inception + VGG16 at paper scale); write a metrics JSON and an MLflow run.")
     add_config_args(p, "evaluation")
     p.add_argument("--samples", required=True, help="samples .npz (sample-generator)")
-    p.add_argument("--data", required=True, help="prepared data directory (the train split is the reference)")
-    p.add_argument("--evaluator", help="stand-in evaluator weights (tiny scale)")
-    p.add_argument("--fid-cache", required=True, help="directory caching the reference statistics")
-    p.add_argument("--out", required=True, help="output metrics JSON")
-    p.add_argument("--variant", help="generator id, for tags")
-    p.add_argument("--tokenizer-variant", help="tokenizer id, for tags")
-    p.add_argument("--seed", type=int, default=0, help="seed of the precision/recall reference subset")
+    add_options(p, "data", "evaluator", "fid-cache", "out", "variant", "tokenizer-variant", "seed",
+                data="prepared data directory (the train split is the reference)",
+                fid_cache="directory caching the reference statistics", out="output metrics JSON",
+                variant="generator id, for tags", tokenizer_variant="tokenizer id, for tags",
+                seed="seed of the precision/recall reference subset")
     p.set_defaults(func=cmd_eval_generation)

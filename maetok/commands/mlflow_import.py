@@ -1,6 +1,6 @@
 """`maetok import-mlflow`: backfill MLflow runs from the metrics JSONs of a results tree.
 
-The JSONs are the source of truth; MLflow is a view of them (DESIGN.md: Tracking). A job
+The JSONs are the source of truth; MLflow is a view of them (docs/tracking.md). A job
 whose MLflow logging failed (tracking server down, no network on a compute node) still
 wrote its JSON, and this command gives it a run, tagged like a live one (scale, stage,
 variant, tables) plus the JSON's path and sha256 (`maetok.source`, `maetok.source_sha256`).
@@ -110,13 +110,17 @@ def find_run(client, exp_id: str, tags: dict, sha: str, metrics: dict):
 
 def tables_of(tags: dict) -> str:
     """The tables that use this job's variant (tokenizer; plus generator for generator jobs)."""
-    from maetok.report.tables import TABLES, get_spec
+    from maetok import config as C
+    from maetok.report.tables import TABLES, get_spec, row_runs
 
     if tags["stage"] == "train_standin":
         return ""
     tok, gen = tags.get("tokenizer", tags["variant"]), tags["variant"] if "tokenizer" in tags else None
-    ids = [t for t in TABLES if any(r.tokenizer == tok and (gen is None or r.generator == gen)
-                                    for _, r in get_spec(t).our_rows())]
+    scale = tags.get("scale") or "tiny"
+    params = C.load_params(C.DEFAULT_PARAMS, {"scale": scale})
+    # a row reads the runs of the first variant that is the same run at this scale (row_runs)
+    ids = [t for t in TABLES if any(run[0] == tok and (gen is None or run[1] == gen)
+                                    for run in (row_runs(r, params, scale) for _, r in get_spec(t).our_rows()))]
     return f",{','.join(ids)}," if ids else ""
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from maetok import config as C
-from maetok.commands import check_outputs
+from maetok.commands import add_options, check_outputs
 
 DEFAULT_VARIANTS = {"tokenizer": "maetok_main", "generator": "sit_xl"}
 
@@ -65,17 +65,16 @@ def register(sub) -> None:
                        "errors naming the keys. See docs/official_weights.md.")
     p.add_argument("kind", choices=("tokenizer", "generator"), help="what the file holds")
     p.add_argument("src", help="the released weights file")
-    p.add_argument("--out", required=True, help="output .safetensors in this project's format")
+    add_options(p, "out", out="output .safetensors in this project's format")
     p.add_argument("--state-key", help="key of the state dict in a training checkpoint (default: ema, model, "
                    "state_dict, whichever comes first)")
-    p.add_argument("--params", default=str(C.DEFAULT_PARAMS), help="params.yaml to read (default: %(default)s)")
-    p.add_argument("--scale", choices=C.SCALES, default="paper",
-                   help="scale of the variant whose settings the file carries (default: %(default)s)")
-    p.add_argument("--variant", help="tokenizer_variants / generator_variants id whose settings the file carries "
-                   f"besides the architecture (default: {DEFAULT_VARIANTS['tokenizer']} / "
-                   f"{DEFAULT_VARIANTS['generator']})")
-    p.add_argument("--config-json", help="merged tokenizer / generator config as JSON that the file carries (what "
-                   "Snakemake passes); overrides --params/--scale/--variant")
+    add_options(p, "params", "scale", "variant", "config-json",
+                scale={"default": "paper", "help": "scale of the variant whose settings the file carries "
+                       "(default: %(default)s)"},
+                variant="tokenizer_variants / generator_variants id whose settings the file carries besides the "
+                f"architecture (default: {DEFAULT_VARIANTS['tokenizer']} / {DEFAULT_VARIANTS['generator']})",
+                config_json="merged tokenizer / generator config as JSON that the file carries (what Snakemake "
+                "passes); overrides --params/--scale/--variant")
     p.add_argument("--sha256", help="expected sha256 of SRC, checked before the import (an error names both hashes)")
     p.add_argument("--official-config", help="tokenizer: the config.json released with it; checked against the "
                    "weights, and its vq_mean / vq_std are recorded for the SiT import")
@@ -93,5 +92,5 @@ def register(sub) -> None:
                        ".bin / .pt / .pth via torch.save. See docs/official_weights.md.")
     p.add_argument("kind", choices=("tokenizer", "generator"), help="what the file holds")
     p.add_argument("src", help="our tokenizer / generator .safetensors")
-    p.add_argument("--out", required=True, help="output file in the official layout")
+    add_options(p, "out", out="output file in the official layout")
     p.set_defaults(func=cmd_export_official)

@@ -6,6 +6,7 @@ import json
 import sys
 
 from maetok import config as C
+from maetok.commands import add_options
 
 
 def cmd_make_table(args) -> int:
@@ -36,10 +37,9 @@ def register(sub) -> None:
                        "paper's numbers (maetok/report/paper_tables/); write tables/<name>.csv and .md atomically. "
                        "A missing metrics JSON is an error naming the file and the snakemake target that builds it.")
     p.add_argument("table", choices=(*TABLES, *RELEASE_TABLES), help="table name")
-    p.add_argument("--scale", choices=C.SCALES, help="override `scale` from params.yaml")
-    p.add_argument("--params", default=str(C.DEFAULT_PARAMS), help="params.yaml, for the stand-in footnotes "
-                   "(default: %(default)s)")
-    p.add_argument("--config-json", help="the whole params dict as JSON (what Snakemake passes); overrides --params")
+    add_options(p, "scale", "params", "config-json",
+                params="params.yaml, for the stand-in footnotes (default: %(default)s)",
+                config_json="the whole params dict as JSON (what Snakemake passes); overrides --params")
     p.add_argument("--results", help="metrics root (default: results/<scale>)")
     p.add_argument("--out-csv", help="output CSV (default: tables/<table>.csv)")
     p.add_argument("--out-md", help="output Markdown (default: tables/<table>.md)")

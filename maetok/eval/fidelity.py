@@ -1,12 +1,12 @@
 """FID / IS / precision / recall through torch-fidelity, shared by reconstruction and
-generation metrics (paper Tables 1-6; pipeline_tools.md §5).
+generation metrics (paper Tables 1-6).
 
 Feature networks:
 - `standin` (tiny): the trained evaluator classifier, registered as a torch-fidelity
   feature extractor (`maetok.models.standins.register_evaluator`), for every metric.
 - `inception` (paper): torch-fidelity's Inception-v3 for FID and IS, and VGG16 for
-  precision/recall in a second call (one weights path cannot serve both extractors,
-  pipeline_tools.md §5). Both weight files must already be in
+  precision/recall in a second call (torch-fidelity takes one weights path per call,
+  and the two extractors need different files). Both weight files must already be in
   `<evaluation.torch_home>/hub/checkpoints/`; a missing file is an error naming it and
   where to get it, never a download.
 

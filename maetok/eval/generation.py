@@ -76,7 +76,8 @@ def eval_generation(samples: str | Path, data_dir: str | Path, cfg: C.Evaluation
                "feature_network": cfg.feature_network, **(tags or {}),
                "seconds": round(time.perf_counter() - t0, 1)}
     write_json(out, metrics)
-    with Run(f"{(tags or {}).get('variant', '')}/eval_generation", {**(tags or {}), "stage": "eval_generation"}) as r:
+    with Run(f"{(tags or {}).get('variant', '')}/eval_generation", {**(tags or {}), "stage": "eval_generation"},
+             {**C.to_dict(cfg), "seed": seed, "samples": str(samples), "evaluator": evaluator or ""}) as r:
         r.log_metrics({k: metrics[k] for k in ("gfid", "is", "precision", "recall")})
         r.log_artifact(out)
     return metrics

@@ -5,7 +5,7 @@ Out-of-domain, like the paper's COCO column (Table 4): COCO val at paper scale; 
 STAND-IN, scikit-learn's bundled 8x8 digits upsampled to the tokenizer's resolution.
 
 PSNR and SSIM are computed on images in [0, 1] with data_range 1 (the official script
-uses data_range 2 on [0, 1] images, which inflates SSIM; spec §10.21).
+uses data_range 2 on [0, 1] images, which inflates SSIM).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def run(tokenizer_path: str | Path, data_dir: str | Path, cfg: C.EvaluationConfi
         out: str | Path, grid: str | Path, fid_cache: str | Path, tags: dict | None = None) -> dict:
     """Evaluate one tokenizer in-domain and out-of-domain; write the metrics JSON and a grid PNG."""
     from maetok.eval.fidelity import fidelity_metrics
-    from maetok.train.tokenizer import load_tokenizer
+    from maetok.models.io import load_tokenizer
     from maetok.utils.images import resize_images
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -137,7 +137,10 @@ def run(tokenizer_path: str | Path, data_dir: str | Path, cfg: C.EvaluationConfi
     for k in ("rfid", "psnr", "ssim"):
         metrics[k] = metrics["val"][k]
     write_json(out, metrics)
-    with Run(f"{metrics['variant']}/eval_reconstruction", {**(tags or {}), "stage": "eval_reconstruction"}) as r:
+    tags = {"tokenizer": (tags or {}).get("variant") or metrics["variant"], **(tags or {}),
+            "stage": "eval_reconstruction"}
+    with Run(f"{metrics['variant']}/eval_reconstruction", tags,
+             {**C.to_dict(cfg), "tokenizer_path": str(tokenizer_path), "evaluator": evaluator or ""}) as r:
         r.log_metrics({f"{s}_{k}": metrics[s][k] for s in sets for k in ("rfid", "psnr", "ssim")
                        if not math.isnan(metrics[s][k])})
         r.log_artifact(out)

@@ -1,15 +1,15 @@
 """Attention kernel selection shared by the tokenizer and the generator.
 
 Every attention goes through `F.scaled_dot_product_attention`. One exception to PyTorch's own
-kernel choice: on CPU, for bf16 training, its flash kernel's backward pass is 4-5x slower than
-the math kernel at the short sequences of the tiny scale (64 x 4 heads x 24 tokens x 32: 8.9 ms
-vs 1.7 ms per call; `bench/bench_tokenizer.py` measures it), so that case uses the math kernel.
+kernel choice: on CPU, for bf16 training, its flash kernel's backward pass is several times slower
+than the math kernel at the short sequences of the tiny scale (`bench/bench_tokenizer.py` measures
+it; bench/README.md), so that case uses the math kernel.
 CUDA and inference keep PyTorch's choice (flash / memory-efficient).
 
 The math kernel is called as its own op rather than under `sdpa_kernel(SDPBackend.MATH)`: the
 same computation, bit for bit, but a context manager inside a `torch.compile`d block makes
-AOTAutograd bypass its on-disk cache, and every training job then re-traced the joint graph of
-each block (~3.5 s of the ~6 s a warm-cache compile of `maetok` took).
+AOTAutograd bypass its on-disk cache, so that every training job would re-trace the joint graph
+of each block, most of the time of a warm-cache compile.
 """
 
 import torch

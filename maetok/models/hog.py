@@ -1,7 +1,6 @@
-"""HOG targets for the auxiliary HOG decoder (MaskFeat, Wei et al. 2022; spec §2.8).
+"""HOG targets for the auxiliary HOG decoder (MaskFeat, Wei et al. 2022; paper §3.2).
 
-Follows the MaskFeat / mmselfsup generator that the official MAETok code copies, with two fixes
-(spec §10.17-18):
+Follows the MaskFeat / mmselfsup generator that the official MAETok code copies, with two fixes:
 
 - the token grid is derived from the image and patch size, so any resolution divisible by the
   patch size works (the official generator hard-codes a 16x16 grid and breaks at 512 px);
@@ -19,7 +18,7 @@ vertical gradient axis. Bin 0 collects vertical gradients (horizontal edges); bi
 (= 4 for 9 bins) collects horizontal gradients (vertical edges).
 
 Feature layout per patch (patches in raster order): index = (c * nbins + bin) * cells^2 + cell_row
-* cells + cell_col, as in the official `_reshape` (spec §2.8).
+* cells + cell_col, as in the official `_reshape`.
 """
 
 import math

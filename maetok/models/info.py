@@ -21,8 +21,8 @@ def tokenizer_info(name: str, networks: NetworksConfig | None = None) -> dict:
     the official code creates for this configuration and never uses (decoder patch
     embedding / position table / final-norm modulation, the aux decoders' class heads):
     173.9M for MAETok-B/16's encoder + bottleneck + decoder, as the paper. The paper's
-    176M further includes a 2.13M REPA projector the official code builds and never calls
-    (spec §7, §10.14); it is reported separately and not built here.
+    176M further includes a 2.13M REPA projector the official code builds and never calls;
+    it is reported separately and not built here.
     """
     if networks is None:
         networks = load_params().scales["paper"].tokenizer.networks

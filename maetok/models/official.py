@@ -383,8 +383,8 @@ def convert_tokenizer(state: dict, base: C.TokenizerConfig, path="official token
 
     `base` supplies everything the weights do not determine (losses, optimiser: how a variant would train
     it); its `model` block is replaced by the architecture read from the weights."""
+    from maetok.models.io import build_tokenizer
     from maetok.models.tokenizer import MAETok_models
-    from maetok.train.tokenizer import build_tokenizer
 
     check_kind(state, "tokenizer", path)
     geo = tokenizer_geometry(state, path)
@@ -412,7 +412,7 @@ def convert_tokenizer(state: dict, base: C.TokenizerConfig, path="official token
 def import_tokenizer(src: str | Path, out: str | Path, base: C.TokenizerConfig, state_key: str | None = None,
                      official_config: str | Path | None = None) -> dict:
     """Convert a released tokenizer file into our tokenizer file `out`; return a summary."""
-    from maetok.train.tokenizer import build_tokenizer, save_tokenizer
+    from maetok.models.io import build_tokenizer, save_tokenizer
 
     state, source = read_official(src, state_key)
     off_cfg = _read_config_json(official_config)
@@ -433,7 +433,7 @@ def export_tokenizer(model) -> dict[str, torch.Tensor]:
     """Our MAETok -> a state dict in the official `AEModel` layout (strict-loadable there). Tensors the official
     code builds but never uses are written as zeros; the RoPE grid buffers as the raster grid."""
     enc, dec = model.encoder, model.decoder
-    from maetok.models.tokenizer import ModulatedBlock
+    from maetok.models.blocks import ModulatedBlock
 
     blockers = [what for what, ok in (
         ("a cls token and absolute table in the encoder (enc_abs_pos)", enc.cls_token is not None),
@@ -492,8 +492,8 @@ def generator_geometry(state: dict, path) -> dict:
 def convert_generator(state: dict, base: C.GeneratorConfig, path="official SiT") -> tuple[dict, C.GeneratorConfig,
                                                                                        dict]:
     """Official SiT state dict -> (our state dict, its GeneratorConfig (`base` with the matching size), geometry)."""
+    from maetok.models.io import build_generator
     from maetok.models.sit import SiT_models
-    from maetok.train.generator import build_generator
 
     check_kind(state, "generator", path)
     geo = generator_geometry(state, path)
@@ -517,7 +517,7 @@ def _latent_stats(tokenizer: str | Path | None, mean: float | None, std: float |
 
     sha, recorded = "", {}
     if tokenizer:
-        from maetok.train.tokenizer import load_tokenizer
+        from maetok.models.io import load_tokenizer
 
         model, _, info = load_tokenizer(tokenizer)
         if (model.num_latent_tokens, model.latent_dim) != (num_tokens, latent_dim):
@@ -542,8 +542,7 @@ def import_generator(src: str | Path, out: str | Path, base: C.GeneratorConfig, 
                      latent_mean: float | None = None, latent_std: float | None = None,
                      state_key: str | None = None) -> dict:
     """Convert a released SiT file into our generator file `out` (the EMA weights file of `train_generator`)."""
-    from maetok.train import checkpoint as ckpt
-    from maetok.train.generator import build_generator, weights_metadata
+    from maetok.models.io import build_generator, save_weights, weights_metadata
 
     state, source = read_official(src, state_key)
     ours, cfg, geo = convert_generator(state, base, src)
@@ -553,7 +552,7 @@ def import_generator(src: str | Path, out: str | Path, base: C.GeneratorConfig, 
     model.load_state_dict(ours)
     meta = weights_metadata(cfg, stats, source.get("step", 0))
     meta["official"] = json.dumps(source)
-    ckpt.save_weights(model, out, meta)
+    save_weights(model, out, meta)
     return {"size": cfg.size, **geo, "latent_mean": stats.mean, "latent_std": stats.std,
             "tokenizer_sha256": stats.tokenizer_sha256, "source": source}
 
@@ -587,11 +586,11 @@ def write_official(state: dict[str, torch.Tensor], path: str | Path) -> None:
 def export_weights(kind: str, src: str | Path, out: str | Path) -> int:
     """Our tokenizer / generator file `src` -> the official layout at `out`; returns the number of tensors."""
     if kind == "tokenizer":
-        from maetok.train.tokenizer import load_tokenizer
+        from maetok.models.io import load_tokenizer
 
         state = export_tokenizer(load_tokenizer(src)[0])
     else:
-        from maetok.train.generator import load_generator
+        from maetok.models.io import load_generator
 
         state = export_generator(load_generator(src)[0])
     write_official(state, out)

@@ -2,18 +2,17 @@
 
 A latent z: (B, L, H) (L = 128 tokens of H = 32 channels for MAETok-B) is used with
 "patch size 1": each token is one transformer token, embedded by Linear(H -> D) plus a
-fixed 1D sin-cos position embedding (official `sit.py`, spec §5.1). The rest is DiT:
+fixed 1D sin-cos position embedding (the official `sit.py`). The rest is DiT:
 timestep + class conditioning through adaLN-Zero blocks and an adaLN final layer back to
 H channels. The output has H channels, not 2H: the official SiT for MAETok is built
-without learn_sigma, which the parameter counts of spec §5.1 confirm (675,000,608 for
-SiT-XL/1).
+without learn_sigma, which its parameter count confirms (675,000,608 for SiT-XL/1).
 
 LightningDiT (Yao & Wang 2025) is the same network with four switches (paper Table 9):
 1D RoPE on the token index inside attention, SwiGLU MLP, RMSNorm, and RMS qk-norm. As in
 the LightningDiT code, the fixed absolute position embedding is kept alongside RoPE.
 
 Time t is the continuous path time in [0, 1] with t = 1 noise and t = 0 data (see
-maetok/transport/path.py); it is embedded as is, not scaled by 1000 (spec §5.1).
+maetok/transport/path.py); it is embedded as is, not scaled by 1000 (as the official code).
 """
 
 import math
@@ -248,7 +247,7 @@ class SiT(nn.Module):
 
         t = 1 is noise (transport/path.py), so the paper's SiT-XL setting, scale 1.9 on
         [0, 0.75] (App. C.2), leaves the noisiest quarter of the trajectory unguided, as
-        the official sampler's guidance_low <= t <= guidance_high test does (spec §5.5).
+        the official sampler's guidance_low <= t <= guidance_high test does.
         """
         return classifier_free_guidance(self.forward, x, t, y, self.null_label, cfg_scale, cfg_interval)
 
@@ -282,14 +281,14 @@ def forward_gflops(model, num_tokens):
     Convention: a (m x k) @ (k x n) matmul costs 2 m n k FLOPs (one multiply-add = 2);
     all Linear layers, the embedders, the per-sample adaLN projections and the two
     attention matmuls (q k^T and attn v) are counted; norms, softmax, activations and
-    elementwise ops are not. This is the convention of torch's FlopCounterMode used in
-    spec §8; halve it for MACs (the DiT paper's "118.6 GFLOPs" for DiT-XL/2 is MACs).
+    elementwise ops are not. This is the convention of torch's FlopCounterMode; halve it
+    for MACs (the DiT paper's "118.6 GFLOPs" for DiT-XL/2 is MACs).
 
     SiT-L/1 / SiT-XL/1 at 128 tokens: 79.25 / 116.74 GFLOPs (39.6 / 58.4 GMACs), as
-    spec §8 measured on the official class (79.3 / 116.7); DiT-XL/2 at 256 tokens gives
+    FlopCounterMode gives for the official class (79.3 / 116.7); DiT-XL/2 at 256 tokens gives
     237.2 = 2 x the DiT paper's 118.6. The paper (§4.5) quotes 48.5 GFLOPs for SiT-XL
     on 128 tokens and 373.3 on 1024 (ours: 116.7 and 1049); neither FLOPs nor MACs
-    reproduce them and the paper gives no method (spec §10.20), so we report ours.
+    reproduce them and the paper gives no method, so we report ours.
     """
     D, H, L = model.hidden_size, model.in_channels, num_tokens
     freq_dim = model.t_embedder.frequency_embedding_size

@@ -1,4 +1,4 @@
-"""Rebuild the paper's tables with our value beside the paper's (DESIGN.md: make_table).
+"""Rebuild the paper's tables with our value beside the paper's (`maetok make-table`).
 
 Which run sits beside which paper row is written once, as data, in `table_specs.yaml`;
 the paper's numbers come from `paper_tables/*.csv` (`paper.py`). Our numbers are read from
@@ -224,10 +224,20 @@ def check_params(params: C.Params, specs: dict[str, TableSpec] | None = None) ->
                 row_guidance(row, params, scale)
 
 
+def row_runs(row: OurRow, params: C.Params, scale: str) -> tuple[str, str | None]:
+    """The (tokenizer, generator) variants whose runs a row reads at `scale`: a variant that is the same
+    run as an earlier one there (`Params.same_runs`: maetok_main is maetok and sit_xl is sit_l at tiny)
+    reads that one's files, so the workflow trains, samples and evaluates it once."""
+    tok = params.same_runs("tokenizer", scale)[row.tokenizer]
+    gen = params.same_runs("generator", scale)[row.generator] if row.generator else None
+    return tok, gen
+
+
 def _row_jsons(part: Part, row: OurRow, results: str | Path, params: C.Params, scale: str) -> dict[str, str]:
     kinds = dict.fromkeys(src.split(".")[0] for src in part.metrics.values() if src)
     guidance = row_guidance(row, params, scale)
-    return {k: metric_json(results, k, row.tokenizer, row.generator, guidance) for k in kinds}
+    tok, gen = row_runs(row, params, scale)
+    return {k: metric_json(results, k, tok, gen, guidance) for k in kinds}
 
 
 def inputs_for(table: str, scale: str, results: str | Path | None = None, params: C.Params | None = None) -> list[str]:
@@ -320,6 +330,29 @@ def cfg_setting(params: C.Params, gen: str, scale: str) -> str:
             f"{p.cfg_scale} on [{p.cfg_interval_low}, {p.cfg_interval_high}])")
 
 
+def _tokenizer_note(params: C.Params, toks: list[str], scale: str) -> str:
+    """The footnote of `scale_notes` on the stand-in tokenizer: size, latent shape, training length and
+    the loss weights that differ from the paper's, for the tokenizer variants `toks` of a table."""
+    at, pt = params.scales[scale].tokenizer, params.scales["paper"].tokenizer
+    gan = (f"; GAN loss weight {at.loss.disc_weight} (paper {pt.loss.disc_weight})"
+           if at.loss.disc_weight != pt.loss.disc_weight else "")
+    if (at.loss.perceptual_weight, at.loss.perceptual_stage1) != (pt.loss.perceptual_weight,
+                                                                  pt.loss.perceptual_stage1):
+        when = ("" if at.loss.perceptual_stage1 else
+                f", only in stage 2 or, without one, the last {at.loss.perceptual_last_steps:,} stage-1 steps")
+        gan += (f"; perceptual loss weight {at.loss.perceptual_weight}{when} "
+                f"(paper {pt.loss.perceptual_weight}, every step)")
+    steps = []  # per distinct schedule of this table's tokenizers (maetok_main trains 2x at paper scale)
+    for t in toks:
+        ta, tp = params.tokenizer(t, scale), params.tokenizer(t, "paper")
+        ft = (f" + {ta.finetune.steps:,} decoder fine-tuning" if ta.finetune.enabled else "",
+              f" + {tp.finetune.steps:,}" if tp.finetune.enabled else "")
+        steps.append(f"{ta.optim.steps:,}{ft[0]} steps (paper {tp.optim.steps:,}{ft[1]})")
+    return (f"Tokenizer: {at.model.size} with {at.model.num_latent_tokens} latent tokens x "
+            f"{at.model.latent_dim} dims stands in for {pt.model.size} ({pt.model.num_latent_tokens} x "
+            f"{pt.model.latent_dim}); training: {' or '.join(dict.fromkeys(steps))}{gan}.")
+
+
 def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
     """Footnotes naming every stand-in of `scale` that this table's rows of ours depend on.
 
@@ -349,23 +382,7 @@ def scale_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]:
                      f"classes): {'; '.join(v for k, v in sizes.items() if k in resolutions or not resolutions)}.")
     at, pt = a.tokenizer, p.tokenizer
     if (at.model.size, at.optim.steps) != (pt.model.size, pt.optim.steps):
-        gan = (f"; GAN loss weight {at.loss.disc_weight} (paper {pt.loss.disc_weight})"
-               if at.loss.disc_weight != pt.loss.disc_weight else "")
-        if (at.loss.perceptual_weight, at.loss.perceptual_stage1) != (pt.loss.perceptual_weight,
-                                                                      pt.loss.perceptual_stage1):
-            when = ("" if at.loss.perceptual_stage1 else
-                    f", only in stage 2 or, without one, the last {at.loss.perceptual_last_steps:,} stage-1 steps")
-            gan += (f"; perceptual loss weight {at.loss.perceptual_weight}{when} "
-                    f"(paper {pt.loss.perceptual_weight}, every step)")
-        steps = []  # per distinct schedule of this table's tokenizers (maetok_main trains 2x at paper scale)
-        for t in toks:
-            ta, tp = params.tokenizer(t, scale), params.tokenizer(t, "paper")
-            ft = (f" + {ta.finetune.steps:,} decoder fine-tuning" if ta.finetune.enabled else "",
-                  f" + {tp.finetune.steps:,}" if tp.finetune.enabled else "")
-            steps.append(f"{ta.optim.steps:,}{ft[0]} steps (paper {tp.optim.steps:,}{ft[1]})")
-        notes.append(f"Tokenizer: {at.model.size} with {at.model.num_latent_tokens} latent tokens x "
-                     f"{at.model.latent_dim} dims stands in for {pt.model.size} ({pt.model.num_latent_tokens} x "
-                     f"{pt.model.latent_dim}); training: {' or '.join(dict.fromkeys(steps))}{gan}.")
+        notes.append(_tokenizer_note(params, toks, scale))
     if at.networks.kind == "standin":
         notes.append("Teachers: the `dino` and `clip` aux targets, the perceptual loss and the discriminator "
                      "backbone use small stand-in CNNs trained on the train split by rule train_standin "
@@ -457,11 +474,13 @@ def shared_run_notes(spec: TableSpec, params: C.Params, scale: str) -> list[str]
     for tok in dict.fromkeys(r.tokenizer for _, r in spec.our_rows()):
         if (twin := same_tok[tok]) != tok:
             notes.append(f"At scale `{scale}`, tokenizer `{tok}` has the same config as `{twin}` (they differ "
-                         "at another scale), so one trained tokenizer serves both.")
+                         f"at another scale), so its rows read `{twin}`'s runs (results/{scale}/tokenizer/{twin}, "
+                         f"latents/{twin}, generator/{twin}/...).")
     for gen in dict.fromkeys(r.generator for _, r in spec.our_rows() if r.generator):
         if (twin := same_gen[gen]) != gen:
-            notes.append(f"At scale `{scale}`, generator `{gen}` is trained and sampled as `{twin}` (they differ "
-                         "at another scale); on the same latents and seed it gives the same samples.")
+            notes.append(f"At scale `{scale}`, generator `{gen}` has the same config and sampling as `{twin}` (they "
+                         f"differ at another scale), so its rows read `{twin}`'s runs (results/{scale}/generator/"
+                         f"<tokenizer>/{twin}).")
     if not notes:
         return []
     mine = {run: named for p, r in spec.our_rows() for run, named in sources(p, r).items()}

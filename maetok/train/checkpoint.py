@@ -5,10 +5,11 @@ Snakemake never deletes it when a job fails)::
 
     <ckpt_dir>/step_00001000/  model.safetensors  ema.safetensors  state.pt  meta.json
     <ckpt_dir>/step_00002000/  ...
+    <ckpt_dir>/mlflow_run.json  the job's MLflow run, continued on resume (maetok/train/loop.py)
 
 Each step directory is written under a temporary name and renamed into place once
 complete, so a directory named `step_*` is always whole. Weights are safetensors;
-optimizer, scheduler and RNG state are plain tensors/containers read back with
+optimizer state, RNG state and the loss curve are plain tensors/containers read back with
 `torch.load(weights_only=True)`. `load_latest` verifies the newest checkpoint and falls
 back to the previous one if it is unreadable, saying so.
 """
@@ -19,77 +20,15 @@ import hashlib
 import json
 import pickle
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from maetok.utils.io import atomic_path
-
-
-class CheckpointError(RuntimeError):
-    """No usable checkpoint where one was expected; the message says what to delete."""
-
-
-def state_dict_to_save(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Contiguous, CPU, de-aliased tensors (safetensors refuses shared storage)."""
-    return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-
-
-def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> None:
-    """Tensors, atomically, as safetensors (with optional string metadata)."""
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=pack_metadata(metadata))
-
-
-# safetensors writes its metadata map in a random key order per process, so two identical
-# runs would give files with different bytes (and different DVC hashes). All metadata
-# goes into one key, as sorted JSON; `unpack_metadata` also reads files with plain keys.
-METADATA_KEY = "maetok"
-
-
-def pack_metadata(metadata: dict | None) -> dict[str, str] | None:
-    if not metadata:
-        return None
-    return {METADATA_KEY: json.dumps({k: str(v) for k, v in metadata.items()}, sort_keys=True)}
-
-
-def unpack_metadata(raw: dict[str, str] | None) -> dict[str, str]:
-    raw = raw or {}
-    return json.loads(raw[METADATA_KEY]) if set(raw) == {METADATA_KEY} else dict(raw)
-
-
-def save_weights(module: torch.nn.Module, path: str | Path, metadata: dict | None = None) -> None:
-    """A module's weights alone, atomically, as safetensors."""
-    save_tensors(module.state_dict(), path, metadata)
-
-
-def load_weights(module: torch.nn.Module, path: str | Path, strict: bool = True) -> None:
-    path = Path(path)
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path}: unreadable weights file ({e}); delete it and rerun the rule "
-                              "that produced it") from None
-    module.load_state_dict(state, strict=strict)
-
-
-def read_weights(path: str | Path, what: str, rule: str,
-                 keep=lambda key: True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file, or a CheckpointError saying how to rebuild it.
-    Only the tensors whose key passes `keep` are read."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{what} {path} not found; build it with `snakemake {path}` (rule {rule})")
-    try:
-        with safe_open(str(path), "pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys() if keep(k)}, unpack_metadata(f.metadata())
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise CheckpointError(f"{path}: unreadable {what} ({e}); delete it and rerun rule {rule}") from None
+from maetok.models.io import CheckpointError, state_dict_to_save
+from maetok.utils.io import atomic_dir
 
 
 def rng_state() -> dict:
@@ -117,18 +56,11 @@ def save(ckpt_dir: str | Path, step: int, modules: dict[str, torch.nn.Module], s
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:08d}.", dir=ckpt_dir))
-    try:
+    with atomic_dir(final) as tmp:
         for name, module in modules.items():
             save_file(state_dict_to_save(module), str(tmp / f"{name}.safetensors"))
         torch.save({**state, "step": step, "rng": rng_state()}, tmp / "state.pt")
         (tmp / "meta.json").write_text(json.dumps({"step": step, **(meta or {})}, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     for old in step_dirs(ckpt_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -6,95 +6,50 @@ aux decoders are dropped, the mask ratio falls linearly from 60% to 0 and the pi
 decoder is fine-tuned with the same Eq. 6 loss, continuing stage 1's discriminator (its
 weights, LeCAM EMAs and optimiser state travel in the stage-1 file, `gan.*` keys).
 
-The caller gives every path: `out` (the final weights, written atomically at the end)
-and `ckpt_dir` (resumable checkpoints, outside the rule's outputs).
+The caller gives every path (`TokenizerJob`): `out` (the final weights, written atomically
+at the end, and its metrics JSON next to it) and `ckpt_dir` (resumable checkpoints, outside
+the rule's outputs). Resume, preemption and the MLflow run are the shared loop's
+(maetok/train/loop.py); model files are maetok/models/io.py's.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from maetok import config as C
 from maetok import losses
 from maetok.data import ImageDataset
 from maetok.models import standins
+from maetok.models.io import GAN_PREFIX, CheckpointError, build_tokenizer, load_tokenizer, read_weights, save_tokenizer
 from maetok.models.teachers import STANDIN_FILES, load_teachers
 from maetok.models.tokenizer import MAETok, MAETok_models
-from maetok.tracking import Run
 from maetok.train import checkpoint as ckpt
+from maetok.train.loop import Session, TrainJob, scaled_lr
 from maetok.train.utils import (
-    NonFiniteLossError,
-    StopFlag,
     adamw,
     all_reduce_grads,
-    any_rank,
     autocast,
     broadcast_module,
-    check_finite,
-    cleanup_distributed,
     clip_grad_norm,
-    compile_enabled,
     ema_decay_at,
     index_stream,
-    log_weight_checksums,
     lr_at,
     param_groups,
     requires_grad,
-    setup_distributed,
     update_ema,
 )
+from maetok.utils.device import compile_enabled
 from maetok.utils.images import resize_images
 from maetok.utils.io import sha256_file, write_json
 
 
-# --------------------------------------------------------------------------- model I/O
-def build_tokenizer(cfg: C.TokenizerConfig, image_size: int, aux_dims: dict | None = None) -> MAETok:
-    """The MAETok of `cfg` (stage-1 layout, with its aux decoders)."""
-    m, mask = cfg.model, cfg.mask
-    low, high = (mask.ratio_low, mask.ratio_high) if mask.enabled else (0.0, 0.0)
-    return MAETok_models[m.size](
-        img_size=image_size, num_latent_tokens=m.num_latent_tokens, latent_dim=m.latent_dim,
-        latent_tokens=m.latent_tokens, bottleneck=m.bottleneck, pos_embed=m.pos_embed,
-        enc_abs_pos=m.enc_abs_pos, decoder_block=m.decoder_block, mask_ratio_low=low, mask_ratio_high=high,
-        mask_ratio_dist=mask.distribution, aux_targets=tuple(cfg.aux.targets), aux_depth=cfg.aux.depth,
-        aux_dims=aux_dims or None, aux_losses=C.to_dict(cfg.aux.loss), **({"depth": m.depth} if m.depth else {}))
-
-
-GAN_PREFIX = "gan."   # keys of the discriminator state in a stage-1 file (see `gan_state`)
-
-
-def save_tokenizer(model: MAETok, path: str | Path, cfg: C.TokenizerConfig, image_size: int,
-                   aux_dims: dict, extra: dict | None = None, gan: dict | None = None) -> None:
-    """Weights (without aux decoders) + the config that rebuilds them, in one safetensors file;
-    `gan` (from `gan_state`) adds the discriminator state that stage 2 continues from."""
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("aux_decoders.")}
-    state.update(gan or {})
-    meta = {"config": json.dumps(C.to_dict(cfg)), "image_size": str(image_size), "aux_dims": json.dumps(aux_dims),
-            **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    ckpt.save_tensors(state, path, meta)
-
-
-def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tuple[MAETok, C.TokenizerConfig, dict]:
-    """Rebuild a saved tokenizer from the config stored in the file; eval mode, no aux decoders."""
-    state, meta = ckpt.read_weights(path, "tokenizer file", "train_tokenizer / finetune_decoder",
-                                    keep=lambda key: not key.startswith(GAN_PREFIX))
-    cfg = C.from_dict(C.TokenizerConfig, json.loads(meta["config"]), f"{path}:config")
-    cfg = C.dataclasses.replace(cfg, aux=C.dataclasses.replace(cfg.aux, targets=()))
-    model = build_tokenizer(cfg, int(meta["image_size"]))
-    model.load_state_dict(state)
-    info = {k: json.loads(v) for k, v in meta.items() if k not in ("config",)}
-    return model.to(device).eval(), cfg, info
-
-
+# --------------------------------------------------------------------------- stage 1 -> stage 2 GAN state
 def gan_state(loss_fn: losses.TokenizerLoss, opt_d: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """The discriminator heads, the LeCAM EMAs and the D optimiser's per-parameter state as flat
     tensors under `GAN_PREFIX` (`gan.heads.*`, `gan.lecam.*`, `gan.opt.<index>.<name>`), for
@@ -110,11 +65,11 @@ def load_gan_state(path: str | Path, loss_fn: losses.TokenizerLoss, opt_d: torch
     """Continue stage 1's GAN in stage 2 (paper §3.3: the same Eq. 6 loss): the heads, LeCAM
     EMAs and D optimiser moments stored by `gan_state` in the stage-1 file `path`. The stage-2
     learning rate and betas stay those of stage 2."""
-    tensors, _ = ckpt.read_weights(path, "tokenizer file", "train_tokenizer",
+    tensors, _ = read_weights(path, "tokenizer file", "train_tokenizer",
                                    keep=lambda key: key.startswith(GAN_PREFIX))
     fix = f"rerun stage 1 with this config (`snakemake --forcerun {path}`)"
     if not tensors:
-        raise ckpt.CheckpointError(
+        raise CheckpointError(
             f"{path} holds no discriminator state (`{GAN_PREFIX}*` keys), which stage 2 continues from: it was "
             f"written without a GAN (tokenizer.loss.disc_weight: 0) or by an older version; {fix}")
 
@@ -126,7 +81,7 @@ def load_gan_state(path: str | Path, loss_fn: losses.TokenizerLoss, opt_d: torch
         loss_fn.discriminator.heads.load_state_dict(part("heads"))
         loss_fn.lecam.load_state_dict(part("lecam"))
     except RuntimeError as e:
-        raise ckpt.CheckpointError(f"{path}: its discriminator does not fit this config's ({e}); {fix}") from None
+        raise CheckpointError(f"{path}: its discriminator does not fit this config's ({e}); {fix}") from None
     params = [p for group in opt_d.param_groups for p in group["params"]]
     state: dict[int, dict] = {}
     for key, v in part("opt").items():
@@ -135,24 +90,18 @@ def load_gan_state(path: str | Path, loss_fn: losses.TokenizerLoss, opt_d: torch
     bad = [i for i, values in state.items()
            if i >= len(params) or any(v.shape != params[i].shape for k, v in values.items() if k != "step")]
     if bad:
-        raise ckpt.CheckpointError(f"{path}: its discriminator optimiser state does not fit this config's "
+        raise CheckpointError(f"{path}: its discriminator optimiser state does not fit this config's "
                                    f"discriminator (parameters {bad}); {fix}")
     opt_d.load_state_dict({"state": state, "param_groups": opt_d.state_dict()["param_groups"]})
 
 
 # --------------------------------------------------------------------------- training
-@dataclass
-class Job:
-    """Paths and run context of a training job (the caller names every path)."""
+@dataclass(kw_only=True)
+class TokenizerJob(TrainJob):
+    """A tokenizer stage: the prepared data, the stand-in networks and, for stage 2, the stage-1 file."""
     data_dir: str
-    aux_dir: str
-    out: str
-    ckpt_dir: str
+    aux_dir: str = ""
     init: str = ""          # stage 2: the stage-1 tokenizer file
-    variant: str = ""
-    scale: str = ""
-    seed: int = 0
-    tags: dict | None = None
 
 
 def step_size(sizes: list[int], seed: int, step: int) -> int | None:
@@ -276,7 +225,7 @@ def train_step(model, ema, loss_fn, opt, opt_d, x, step, optim, stage_cfg, teach
     return {k: v.detach().float() for k, v in terms.items() if torch.is_tensor(v)}
 
 
-def _run_key(cfg: C.TokenizerConfig, stage: int, job: Job) -> str:
+def _run_key(cfg: C.TokenizerConfig, stage: int, job: TokenizerJob) -> str:
     """Identity of a run (config, stage, seed, the stage-1 weights, stand-in networks): a
     checkpoint of another run is moved aside, never resumed (checkpoint.retire_stale)."""
     inputs = [job.init] if stage == 2 else []
@@ -305,117 +254,103 @@ def check_sizes(cfg: C.TokenizerConfig, image_size: int) -> None:
                             "fixed to one patch count; set aux.depth to 1, 3, 6 or 12, or mixed_resolution: []")
 
 
-def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: Job, stage: int) -> dict:
-    """Run stage 1 or 2 to completion, resuming from `job.ckpt_dir`; write `job.out`; return metrics."""
-    check_sizes(cfg, data_cfg.image_size)
-    rank, world, device = setup_distributed()
-    torch.manual_seed(job.seed * world + rank)
+@dataclass
+class _Networks:
+    model: MAETok
+    ema: MAETok
+    loss_fn: losses.TokenizerLoss
+    opt: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    lr: float
+    teachers: dict | None
+    aux_dims: dict
+
+
+def _networks(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: TokenizerJob, stage: int, optim: C.OptimConfig,
+              s: Session) -> _Networks:
+    """The tokenizer (stage 1: new, with its aux decoders and teachers; stage 2: the stage-1 file with the
+    encoder frozen), its EMA, the Eq. 6 loss with its discriminator, and both optimisers."""
     if stage == 1:
-        optim, ft = cfg.optim, None
         teachers, aux_dims = load_teachers(cfg.networks, list(cfg.aux.targets), job.aux_dir,
                                            data_cfg.image_size, _patch_size(cfg.model.size))
         model = build_tokenizer(cfg, data_cfg.image_size, aux_dims)
     else:
-        optim = C.dataclasses.replace(cfg.optim, steps=cfg.finetune.steps, lr=cfg.finetune.lr, warmup_steps=0)
-        ft, teachers, aux_dims = cfg.finetune, None, {}
+        teachers, aux_dims = None, {}
         model, _, _ = load_tokenizer(job.init)
         model.train()
         requires_grad(model.encoder, False)   # paper §3.3: the encoder (and bottleneck) stay frozen
         requires_grad(model.bottleneck, False)
-    model.to(device)
+    model.to(s.device)
     ema = copy.deepcopy(model).requires_grad_(False)
     # The blocks of the networks that train, compiled per block type (`MAETok.compile_blocks`). Stage 2
     # compiles only the decoder: the frozen encoder runs once a step without a backward pass.
     if compile_enabled(optim.compile if stage == 1 else cfg.finetune.compile):
         model.compile_blocks(("encoder", "decoder", "aux_decoders") if stage == 1 else ("decoder",))
-    loss_fn = build_loss(cfg, job.aux_dir, stage).to(device)
+    loss_fn = build_loss(cfg, job.aux_dir, stage).to(s.device)
     disc = loss_fn.discriminator
-    if disc is not None and world > 1:
+    if disc is not None and s.world > 1:
         # One discriminator for all processes, as the official code (SyncBatchNorm heads under
         # DDP): batch statistics over the global batch, LeCAM EMAs of the global batch, gradients
-        # averaged in train_step and rank 0's weights broadcast below. The backbone stays frozen.
-        disc.heads = losses.sync_batchnorm(disc.heads, device)
+        # averaged in train_step and rank 0's weights broadcast in `train`. The backbone stays frozen.
+        disc.heads = losses.sync_batchnorm(disc.heads, s.device)
         loss_fn.lecam.distributed = True
-    lr = optim.lr * (optim.batch_size / 256 if optim.lr_batch_scaling else 1.0)
+    lr = scaled_lr(optim)
     opt = adamw(param_groups(model, optim.weight_decay), lr, (optim.beta1, optim.beta2))
     opt_d = adamw([p for p in disc.parameters() if p.requires_grad], lr,
                   (optim.beta1, optim.beta2)) if disc is not None else None
-    modules = {"model": model, "ema": ema, "lecam": loss_fn.lecam, **({"disc": disc.heads} if disc is not None else {})}
-    key = _run_key(cfg, stage, job)
-    if rank == 0:
-        ckpt.retire_stale(job.ckpt_dir, key, optim.steps)
-    if world > 1:
-        torch.distributed.barrier()
-    state = ckpt.load_latest(job.ckpt_dir, modules)
-    start = 0
-    if state is not None:
-        opt.load_state_dict(state["opt"])
-        if opt_d is not None:
-            opt_d.load_state_dict(state["opt_d"])
-        start = state["step"]
-    elif stage == 2 and disc is not None:
-        load_gan_state(job.init, loss_fn, opt_d)
-    if disc is not None and world > 1:  # the same start on every rank (a fresh init is seeded per rank)
+    return _Networks(model, ema, loss_fn, opt, opt_d, lr, teachers, aux_dims)
+
+
+def _resume(net: _Networks, s: Session, stage: int, init: str) -> dict[str, torch.nn.Module]:
+    """Resume from the newest checkpoint, else (stage 2) start from stage 1's GAN; the same discriminator
+    on every rank (a fresh one is seeded per rank). Returns the checkpointed modules."""
+    disc = net.loss_fn.discriminator
+    modules = {"model": net.model, "ema": net.ema, "lecam": net.loss_fn.lecam,
+               **({"disc": disc.heads} if disc is not None else {})}
+    s.resume(modules, {"opt": net.opt, **({"opt_d": net.opt_d} if net.opt_d is not None else {})})
+    if not s.resumed and stage == 2 and disc is not None:
+        load_gan_state(init, net.loss_fn, net.opt_d)
+    if disc is not None and s.world > 1:
         broadcast_module(disc.heads)
-        broadcast_module(loss_fn.lecam)
-    dmodel = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-              if world > 1 else model)
-    dataset = ImageDataset(job.data_dir, "train")
-    stop = StopFlag()
-    run = Run(f"{job.variant}/stage{stage}", {**(job.tags or {}), "stage": f"tokenizer_stage{stage}"},
-              C.to_dict(cfg), enabled=rank == 0)
-    curve, t0, last = [], time.perf_counter(), {}
+        broadcast_module(net.loss_fn.lecam)
+    return modules
 
-    def save(step):
-        if rank == 0:
-            ckpt.save(job.ckpt_dir, step, modules, {"opt": opt.state_dict(),
-                                                     **({"opt_d": opt_d.state_dict()} if opt_d else {})},
-                      {"run_key": key})
 
-    bar = tqdm(total=optim.steps, initial=start, desc=f"tokenizer stage {stage}", disable=rank != 0,
-               mininterval=5)
-    step = start
-    try:
-        for step, x in _batches(dataset, optim.batch_size, job.seed, start, rank, world, data_cfg.hflip, device,
-                                cfg.mixed_resolution):
-            if step >= optim.steps or any_rank(stop.stop, device, world):
-                break
-            for g in opt.param_groups + (opt_d.param_groups if opt_d else []):
-                g["lr"] = lr_at(step, lr, optim.warmup_steps, optim.steps, optim.schedule, optim.min_lr_ratio)
-            terms = train_step(dmodel, ema, loss_fn, opt, opt_d, x, step, optim, ft, teachers, device,
-                               cfg.aux.weight, world)
-            check_finite(terms, step, job.ckpt_dir)
-            last = {k: float(v) for k, v in terms.items()}
-            if (step + 1) % optim.log_every == 0:
-                curve.append({"step": step + 1, **last})
-                run.log_metrics(last, step=step + 1)
-                bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
-            if (step + 1) % optim.ckpt_every == 0:
-                save(step + 1)
-            bar.update(1)
-            step += 1
-    except NonFiniteLossError:
-        run.end("FAILED")
-        raise
-    finally:
-        bar.close()
-        stop.restore()
-    if step < optim.steps:  # preempted (SIGTERM): keep what we have, exit non-zero so Slurm requeues
-        save(step)
-        run.end("KILLED")
-        raise SystemExit(f"stopped by a signal at step {step}; checkpoint saved in {job.ckpt_dir}")
-    seconds = time.perf_counter() - t0
-    metrics = {"stage": stage, "steps": optim.steps, "resumed_from": start, "seconds": round(seconds, 1),
-               "images_per_second": round((optim.steps - start) * optim.batch_size / max(seconds, 1e-9), 1),
-               "final": last, "curve": curve}
-    if rank == 0:
-        ema.eval()
-        gan = gan_state(loss_fn, opt_d) if stage == 1 and cfg.finetune.enabled and disc is not None else None
-        save_tokenizer(ema, job.out, cfg, data_cfg.image_size, aux_dims, {"stage": stage, "variant": job.variant},
-                       gan)
-        write_json(Path(job.out).with_suffix(".json"), metrics)
-        run.log_metrics({"seconds": seconds})
-        run.end()
-    log_weight_checksums(modules, rank)
-    cleanup_distributed()
+def train(cfg: C.TokenizerConfig, data_cfg: C.DataConfig, job: TokenizerJob, stage: int) -> dict:
+    """Run stage 1 or 2 to completion, resuming from `job.ckpt_dir`; write `job.out`; return metrics."""
+    check_sizes(cfg, data_cfg.image_size)
+    optim = cfg.optim if stage == 1 else C.dataclasses.replace(
+        cfg.optim, steps=cfg.finetune.steps, lr=cfg.finetune.lr, warmup_steps=0)
+    with Session(job, name=f"{job.variant}/stage{stage}", stage=f"tokenizer_stage{stage}",
+                 params={**C.to_dict(cfg), "data": C.to_dict(data_cfg)}, key=_run_key(cfg, stage, job),
+                 steps=optim.steps, tags={"tokenizer": job.variant}) as s:
+        net = _networks(cfg, data_cfg, job, stage, optim, s)
+        _resume(net, s, stage, job.init)
+        dmodel = (torch.nn.parallel.DistributedDataParallel(net.model, find_unused_parameters=True)
+                  if s.world > 1 else net.model)
+        batches = _batches(ImageDataset(job.data_dir, "train"), optim.batch_size, job.seed, s.start, s.rank,
+                           s.world, data_cfg.hflip, s.device, cfg.mixed_resolution)
+        groups = net.opt.param_groups + (net.opt_d.param_groups if net.opt_d is not None else [])
+
+        def step_fn(step: int) -> dict[str, torch.Tensor]:
+            _, x = next(batches)
+            for g in groups:
+                g["lr"] = lr_at(step, net.lr, optim.warmup_steps, optim.steps, optim.schedule, optim.min_lr_ratio)
+            return train_step(dmodel, net.ema, net.loss_fn, net.opt, net.opt_d, x, step, optim,
+                              cfg.finetune if stage == 2 else None, net.teachers, s.device, cfg.aux.weight, s.world)
+
+        last = s.fit(step_fn, ckpt_every=optim.ckpt_every, log_every=optim.log_every,
+                     desc=f"tokenizer stage {stage}")
+        metrics = {"stage": stage, "steps": optim.steps, "resumed_from": s.start, "seconds": round(s.seconds, 1),
+                   "images_per_second": round((optim.steps - s.start) * optim.batch_size / max(s.seconds, 1e-9), 1),
+                   "final": last, "curve": s.curve}
+        json_path = Path(job.out).with_suffix(".json")
+        if s.rank == 0:
+            net.ema.eval()
+            gan = (gan_state(net.loss_fn, net.opt_d) if stage == 1 and cfg.finetune.enabled
+                   and net.opt_d is not None else None)
+            save_tokenizer(net.ema, job.out, cfg, data_cfg.image_size, net.aux_dims,
+                           {"stage": stage, "variant": job.variant}, gan)
+            write_json(json_path, metrics)
+        s.finish({"seconds": s.seconds}, [json_path] if s.rank == 0 else [])
     return metrics

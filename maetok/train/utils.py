@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import torch
 import torch.distributed as dist
 
-from maetok.utils.device import bf16_autocast
+from maetok.utils.device import bf16_autocast, compile_enabled
 
 
 class NonFiniteLossError(RuntimeError):
@@ -34,15 +34,6 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     torch._foreach_lerp_(ema_params, params, 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers(), strict=True):
         e.copy_(b)
-
-
-def compile_enabled(flag: bool) -> bool:
-    """Whether to torch.compile: the config's flag (`optim.compile`, `finetune.compile`), unless the
-    environment variable MAETOK_NO_COMPILE=1 turns it off for a run (the test suite sets it: its
-    many short trainings would each pay the compile). On a CPU Inductor needs a C++ compiler; the
-    first compile of a graph is cached on disk (TORCHINDUCTOR_CACHE_DIR, default
-    /tmp/torchinductor_$USER) for the next jobs."""
-    return bool(flag) and not os.environ.get("MAETOK_NO_COMPILE")
 
 
 def compile_modules(modules, enabled: bool) -> bool:

@@ -8,6 +8,7 @@ from maetok.transport.transport import (
     TimeSampling,
     Transport,
     balanced_labels,
+    build_transport,
     initial_noise,
     null_labels,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "TimeSampling",
     "Transport",
     "balanced_labels",
+    "build_transport",
     "initial_noise",
     "make_path",
     "null_labels",

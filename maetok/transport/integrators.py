@@ -19,7 +19,7 @@ def euler_maruyama_sde(drift, diffusion, x, t_grid, noise_fn=torch.randn_like):
 
     dt < 0, so the noise increment is sqrt(w(t) |dt|) z with z = noise_fn(x) ~ N(0, I).
     The last step is deterministic (the mean of the update), as in the official sampler,
-    which stops the stochastic part at a small t and jumps to 0 (spec §5.5).
+    which stops the stochastic part at a small t and jumps to 0.
     """
     steps = list(itertools.pairwise(t_grid))
     for i, (t_cur, t_next) in enumerate(steps):

@@ -1,6 +1,6 @@
 """Interpolation paths between data and noise: pure alpha_t / sigma_t math.
 
-Time convention (the official MAETok SiT code, spec §5.2, not the original SiT repo):
+Time convention (the official MAETok SiT code, not the original SiT repo):
 
     x_t = alpha_t * x + sigma_t * eps,   t in [0, 1],   t = 0 is data, t = 1 is noise.
 
@@ -92,8 +92,7 @@ class Path:
     def velocity_to_score(self, v, x_t, t):
         """Score of p_t for Gaussian eps: grad log p_t(x_t) = -E[eps | x_t] / sigma_t.
 
-        For the linear path this is ((t - 1) v - x_t) / t, as in the official sampler
-        (spec §5.5)."""
+        For the linear path this is ((t - 1) v - x_t) / t, as in the official sampler."""
         return -self.velocity_to_noise(v, x_t, t) / expand_t(self.sigma(t), x_t)
 
     def score_to_velocity(self, score, x_t, t):
@@ -102,7 +101,7 @@ class Path:
     def diffusion(self, t):
         """SDE diffusion coefficient w(t) for reverse-time sampling.
 
-        The official sampler uses w = 2t on the linear path (spec §5.5); we write it as
+        The official sampler uses w = 2t on the linear path; we write it as
         2 sigma_t, which is the same there and extends to the cosine path (our choice).
         Any w >= 0 leaves the marginals of p_t unchanged."""
         return 2.0 * self.sigma(t)

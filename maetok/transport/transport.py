@@ -14,7 +14,10 @@ in DiT, and is active only in train mode. Unconditional models (paper Table 5) a
 trained and sampled with every label set to the null class, see `null_labels`.
 """
 
+from __future__ import annotations
+
 import enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +25,9 @@ import torch.nn.functional as F
 
 from maetok.transport import integrators
 from maetok.transport.path import PathType, make_path
+
+if TYPE_CHECKING:
+    from maetok.config import TransportConfig
 
 
 class TimeSampling(enum.StrEnum):
@@ -36,7 +42,7 @@ class Transport:
     time_sampling: TimeSampling.UNIFORM, or LOGIT_NORMAL, which draws n ~ N(mean, std^2)
         and sets sigma_t / alpha_t = exp(n): t = sigmoid(n) on the linear path and
         t = (2 / pi) atan(exp(n)) on the cosine path, as the official `lognormal`
-        weighting does (spec §5.2).
+        weighting does.
     cos_weight: weight of LightningDiT's velocity-direction loss (paper Table 9); 0 for SiT.
     Strings are accepted and converted to the enums here, once; a misspelt value raises.
     """
@@ -62,7 +68,7 @@ class Transport:
         """Flow-matching loss on a batch of data latents x: (B, L, H).
 
         Returns batch means {"loss": mse + cos_weight * cos, "mse": ..., "cos": ...}.
-        "mse" averages (v_pred - v)^2 over every element (spec §5.2); "cos" is the mean
+        "mse" averages (v_pred - v)^2 over every element (as the official code); "cos" is the mean
         over tokens of 1 - cos(v_pred, v) along the channel dim, computed only when
         cos_weight > 0 (else reported as 0). t and eps may be given for reproducibility.
         """
@@ -102,7 +108,7 @@ class Transport:
         return sample_fn
 
     def sample_sde(self, num_steps=250, t_last=0.04):
-        """Euler-Maruyama sampler (SiT, paper Table 8), the official grid (spec §5.5):
+        """Euler-Maruyama sampler (SiT, paper Table 8), the official grid:
         t = linspace(1, t_last, N) then 0, so N model calls; the last step 0.04 -> 0 is
         deterministic. Drift v - w/2 * score with w(t) = path.diffusion(t) (= 2t, linear).
 
@@ -126,6 +132,11 @@ class Transport:
             x = integrators.euler_maruyama_sde(drift, path.diffusion, x, t_grid, noise)
             return x.to(z.dtype)
         return sample_fn
+
+
+def build_transport(cfg: TransportConfig) -> Transport:
+    """The `Transport` of a generator's `transport` block (params.yaml `generator.transport`)."""
+    return Transport(cfg.path, cfg.time_sampling, cfg.time_mean, cfg.time_std, cfg.cos_weight)
 
 
 # --- labels and seeded noise for sampling ---------------------------------------------

@@ -40,3 +40,12 @@ def bf16_enabled(device_type: str, enabled: bool) -> bool:
 def bf16_autocast(device_type: str, enabled: bool):
     """bf16 autocast on `device_type` where it pays (see the module docstring)."""
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=bf16_enabled(device_type, enabled))
+
+
+def compile_enabled(flag: bool) -> bool:
+    """Whether to torch.compile: the config's flag (`optim.compile`, `finetune.compile`), unless the
+    environment variable MAETOK_NO_COMPILE=1 turns it off for a run (the test suite sets it: its
+    many short trainings would each pay the compile). On a CPU Inductor needs a C++ compiler; the
+    first compile of a graph is cached on disk (TORCHINDUCTOR_CACHE_DIR, default
+    /tmp/torchinductor_$USER) for the next jobs."""
+    return bool(flag) and not os.environ.get("MAETOK_NO_COMPILE")

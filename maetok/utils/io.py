@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,15 +52,63 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as e:
         raise _unwritable(path, path.parent, e) from None
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs should be readable like any file
     try:
         yield Path(tmp)
+        # mkstemp creates 0600, and some writers (safetensors) replace the file with a new 0600 one:
+        # set the mode a plain open() would give, so outputs are readable like any file.
+        _follow_umask(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _follow_umask(path: Path) -> None:
+    """Give `path` (and, for a directory, everything under it) the mode open() / mkdir() would give."""
+    umask = _umask()
+
+    def fix(p: Path) -> None:
+        m = p.lstat().st_mode
+        if stat.S_ISLNK(m):
+            return
+        full = 0o777 if stat.S_ISDIR(m) or m & 0o111 else 0o666
+        os.chmod(p, full & ~umask)
+
+    fix(path)
+    if path.is_dir():
+        for p in path.rglob("*"):
+            fix(p)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory next to `path`; on success replace `path` with it.
+
+    Its mode, and that of the files written into it, follows the umask like any `mkdir` / `open`
+    (mkdtemp creates 0700 and safetensors writes 0600 files, which would hide checkpoints and
+    latents from a shared cluster group). On an error nothing is left behind
+    and an existing `path` is untouched."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        raise _unwritable(path, path.parent, e) from None
+    try:
+        yield tmp
+        _follow_umask(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text(path: str | Path, text: str) -> None:

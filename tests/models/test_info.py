@@ -38,9 +38,9 @@ def test_model_info_and_the_built_aux_heads_agree_on_the_paper_teachers():
     import torch
 
     from maetok import config as C
+    from maetok.models.io import build_tokenizer
     from maetok.models.teachers import teacher_dims
     from maetok.models.tokenizer import model_info as count
-    from maetok.train.tokenizer import build_tokenizer
 
     params = C.load_params()
     cfg = params.tokenizer("maetok", "paper")

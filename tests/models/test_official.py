@@ -15,10 +15,9 @@ from safetensors.torch import load_file, save_file
 from maetok import config as C
 from maetok.cli import main
 from maetok.models import official
+from maetok.models.io import load_generator, load_tokenizer
 from maetok.models.official import OfficialWeightsError
 from maetok.models.tokenizer import MAETok_models
-from maetok.train.generator import load_generator
-from maetok.train.tokenizer import load_tokenizer
 from maetok.transport import Transport
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "official"

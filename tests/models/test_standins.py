@@ -18,9 +18,8 @@ from maetok.models.standins import (
     seeded,
     teacher_features,
     to_model_input,
-    train_self_supervised,
-    train_supervised,
 )
+from maetok.train.standins import train_self_supervised, train_supervised
 
 
 def band_data(n, seed):

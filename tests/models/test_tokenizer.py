@@ -7,23 +7,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from maetok.models.tokenizer import (
-    AUX_DEPTHS,
-    AUX_TARGETS,
-    Attention,
-    Block,
-    ModulatedBlock,
-    Rope2D,
-    apply_rope,
-    masked_loss,
-    model_info,
-    official_only_params,
-    random_masking,
-    resample_teacher_features,
-    sample_mask_ratio,
-    truncnorm_mean,
-)
+from maetok.models.aux_decoders import masked_loss, resample_teacher_features
+from maetok.models.blocks import Attention, Block, ModulatedBlock, Rope2D, apply_rope
+from maetok.models.choices import AUX_DEPTHS, AUX_TARGETS
+from maetok.models.masking import random_masking, sample_mask_ratio, truncnorm_mean
 from maetok.models.tokenizer import MAETok_models as MODELS
+from maetok.models.tokenizer import model_info, official_only_params
 
 TINY = "MAETok-T"
 FAKE_DIMS = {"dino": 24, "clip": 40}  # small stand-ins for the 1024 / 1152-d teachers
@@ -49,7 +38,7 @@ def train_step(model, x, **kwargs):
 
 
 def perturb_modulation(model):
-    """The zero-init adaLN hides z from the image tokens at init (spec §2.5); give it small weights."""
+    """The zero-init adaLN hides z from the image tokens at init (official init); give it small weights."""
     for m in model.modules():
         if isinstance(m, ModulatedBlock):
             nn.init.normal_(m.adaLN_modulation[-1].weight, std=0.02)
@@ -71,7 +60,7 @@ def test_b16_matches_official_counts():
     assert abs(official_tokenizer / 173.9e6 - 1) < 0.003
     assert abs(info["tokenizer"]["total"] / 173.9e6 - 1) < 0.005  # 173.05M built, all of it used
     assert official_tokenizer + extra["repa_projector"] == 176_024_352  # the paper's "176M"
-    # Aux decoders: 192 wide, 3 heads, 3 layers, heads of 108 / 1024 / 1152 (spec §7: 5,969,380).
+    # Aux decoders: 192 wide, 3 heads, 3 layers, heads of 108 / 1024 / 1152 (official count: 5,969,380).
     assert info["aux_decoders"]["total"] + extra["aux_decoders"] == 5_969_380
     assert abs(info["aux_decoders"]["total"] + extra["aux_decoders"] - 6.0e6) < 0.05e6
     assert info["aux_decoders"]["total"] == 4_760_812
@@ -151,7 +140,7 @@ def test_tiny_variants(variant):
 
 
 def test_bf16_autocast_forward():
-    """The official code fails here (HOG scatter_add under autocast, spec §10.18)."""
+    """The official code fails here (HOG scatter_add under autocast; maetok/models/hog.py)."""
     torch.manual_seed(0)
     model = MODELS[TINY](aux_targets=("hog", "dino"), aux_dims=FAKE_DIMS)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -173,7 +162,7 @@ def test_vae_kl_and_eval_determinism():
 
 
 def test_modulated_decoder_ignores_z_at_init():
-    """Zero-init adaLN (spec §2.5): at init the image tokens never see z."""
+    """Zero-init adaLN (official init): at init the image tokens never see z."""
     torch.manual_seed(0)
     model = MODELS[TINY]().eval()
     z1, z2 = torch.randn(2, 2, 32, 16).unbind(0)
@@ -212,7 +201,7 @@ def test_mask_ratio_truncnorm_law():
     g = torch.Generator().manual_seed(0)
     r = torch.tensor([sample_mask_ratio(0.4, 0.6, generator=g) for _ in range(20000)])
     assert r.min() >= 0.4 and r.max() <= 0.6
-    assert abs(truncnorm_mean(0.4, 0.6) - 0.5052) < 5e-4  # spec §2.6 measured 0.505
+    assert abs(truncnorm_mean(0.4, 0.6) - 0.5052) < 5e-4  # the official sampler's empirical mean: 0.505
     assert abs(r.mean().item() - truncnorm_mean(0.4, 0.6)) < 0.003
     assert (r > 0.5).float().mean() > 0.5  # density rises towards the upper end
     u = torch.tensor([sample_mask_ratio(0.4, 0.6, "uniform", generator=g) for _ in range(20000)])

@@ -28,7 +28,7 @@ from maetok import config as C
 from maetok.train import checkpoint as ckpt
 from maetok.train import utils as train_utils
 from maetok.train.generator import GeneratorJob, train_generator
-from maetok.train.tokenizer import Job, train
+from maetok.train.tokenizer import TokenizerJob, train
 
 PROBE = Path(ddp_probe.__file__)
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -85,8 +85,8 @@ def tok_cfg() -> C.TokenizerConfig:
 def test_tokenizer_two_processes_match_one(tmp_path, tiny_data, monkeypatch):
     cfg = tok_cfg()
     one_probe = ddp_probe.install(invariant=True, setattr_=monkeypatch.setattr)
-    one = Job(data_dir=str(tiny_data), aux_dir="", out=str(tmp_path / "one" / "stage1.safetensors"),
-              ckpt_dir=str(tmp_path / "one" / "ckpt"))
+    one = TokenizerJob(data_dir=str(tiny_data), aux_dir="", out=str(tmp_path / "one" / "stage1.safetensors"),
+                       ckpt_dir=str(tmp_path / "one" / "ckpt"))
     train(cfg, DATA, one, 1)
 
     out, ck = tmp_path / "two" / "stage1.safetensors", tmp_path / "two" / "ckpt"

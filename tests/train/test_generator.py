@@ -11,8 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from maetok import config as C
+from maetok.models.io import load_generator
 from maetok.train import checkpoint as ckpt
-from maetok.train.generator import GeneratorJob, load_generator, train_generator
+from maetok.train.generator import GeneratorJob, train_generator
+from maetok.train.loop import Preempted
 from maetok.train.utils import NonFiniteLossError
 
 L, H, CLASSES = 8, 4, 3
@@ -50,7 +52,10 @@ def test_resume_is_bit_exact_and_stop_saves(latent_cache, tmp_path):
     assert train_generator(cfg, full)["steps"] == 3
 
     part = job(tmp_path, lat, "part", stop=StopAfter(2))
-    assert train_generator(cfg, part) == {"stopped": 2}
+    with pytest.raises(Preempted) as stopped:
+        train_generator(cfg, part)
+    assert stopped.value.step == 2 and str(stopped.value) == f"stopped by a signal at step 2; checkpoint saved in " \
+        f"{part.ckpt_dir}"
     assert [p.name for p in ckpt.step_dirs(part.ckpt_dir)] == ["step_00000002"]
     assert not (tmp_path / "part" / "ema.safetensors").exists()
     part.stop = StopAfter(10)
@@ -76,7 +81,8 @@ def test_non_finite_loss_keeps_last_good_checkpoint(latent_cache, tmp_path):
     lat = latent_cache(tmp_path / "lat")
     cfg = tiny_cfg()
     j = job(tmp_path, lat, "run", stop=StopAfter(2))
-    train_generator(cfg, j)
+    with pytest.raises(Preempted):
+        train_generator(cfg, j)
     good = load_file(str(ckpt.step_dirs(j.ckpt_dir)[-1] / "model.safetensors"))
     for name in ("train", "train_flip"):
         np.save(lat / f"{name}.npy", np.full((32, L, H), np.inf, np.float16))
@@ -105,7 +111,8 @@ def test_unconditional_and_stale_checkpoints(latent_cache, tmp_path, monkeypatch
 
     monkeypatch.setattr(Transport, "training_losses", spy)
     j = job(tmp_path, lat, "u", stop=StopAfter(1))
-    train_generator(cfg, j)
+    with pytest.raises(Preempted):
+        train_generator(cfg, j)
     assert all((y == CLASSES).all() for y in seen)
     # the same checkpoint directory with another tokenizer's latents is never resumed
     latent_cache(tmp_path / "lat", sha="b" * 64)

@@ -12,22 +12,20 @@ from safetensors.torch import load_file
 from maetok import config as C
 from maetok.data import ImageDataset
 from maetok.models import standins
+from maetok.models.io import CheckpointError, build_tokenizer, load_tokenizer, save_tokenizer
 from maetok.train import checkpoint as ckpt
 from maetok.train import tokenizer as tok_train
 from maetok.train.tokenizer import (
-    Job,
+    TokenizerJob,
     _batches,
     build_loss,
-    build_tokenizer,
     load_gan_state,
-    load_tokenizer,
-    resize_images,
-    save_tokenizer,
     stage2_mask_ratio,
     step_size,
     train,
 )
 from maetok.train.utils import adamw
+from maetok.utils.images import resize_images
 
 
 def tok_cfg(**override) -> C.TokenizerConfig:
@@ -44,8 +42,8 @@ DATA = C.DataConfig(dataset="fashion_mnist", root=None, download=False, url="", 
 
 
 def _job(tmp_path, name, data, aux="", init=""):
-    return Job(data_dir=str(data), aux_dir=str(aux), out=str(tmp_path / f"{name}.safetensors"),
-               ckpt_dir=str(tmp_path / f"ck_{name}"), init=str(init), variant=name)
+    return TokenizerJob(data_dir=str(data), aux_dir=str(aux), out=str(tmp_path / f"{name}.safetensors"),
+                        ckpt_dir=str(tmp_path / f"ck_{name}"), init=str(init), variant=name)
 
 
 def test_resume_is_bit_identical(tmp_path, tiny_data):
@@ -59,6 +57,9 @@ def test_resume_is_bit_identical(tmp_path, tiny_data):
     a, b = load_file(str(tmp_path / "full.safetensors")), load_file(job.out)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the metrics JSON's loss curve has every logged step, also those before the resume
+    full, resumed = (json.loads((tmp_path / f"{n}.json").read_text())["curve"] for n in ("full", "resumed"))
+    assert [e["step"] for e in resumed] == [1, 2, 3] and resumed == full
 
 
 def test_stage2_freezes_the_encoder_and_drops_aux(tmp_path, tiny_data):
@@ -156,7 +157,7 @@ def test_stage2_gan_start_and_a_stage1_file_without_gan(tmp_path, standin_dir):
     path = tmp_path / "stage1.safetensors"   # written without a GAN
     save_tokenizer(build_tokenizer(tok_cfg(aux={"targets": []}), 32), path, cfg, 32, {})
     opt_d = adamw(stage2.discriminator.heads.parameters(), 1e-3, (0.9, 0.95))
-    with pytest.raises(ckpt.CheckpointError, match=r"holds no discriminator state.*snakemake --forcerun"):
+    with pytest.raises(CheckpointError, match=r"holds no discriminator state.*snakemake --forcerun"):
         load_gan_state(path, stage2, opt_d)
 
 
@@ -226,16 +227,16 @@ def test_corrupted_checkpoint_falls_back_then_explains(tmp_path, tiny_data):
     assert metrics["resumed_from"] == 1
     for d in ckpt.step_dirs(job.ckpt_dir):
         (d / "state.pt").write_bytes(b"garbage")
-    with pytest.raises(ckpt.CheckpointError, match=f"Delete {job.ckpt_dir}"), pytest.warns(UserWarning):
+    with pytest.raises(CheckpointError, match=f"Delete {job.ckpt_dir}"), pytest.warns(UserWarning):
         train(cfg, DATA, job, 1)
 
 
 def test_corrupted_tokenizer_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "tok.safetensors"
     bad.write_bytes(b"\x00" * 10)
-    with pytest.raises(ckpt.CheckpointError, match="unreadable tokenizer file"):
+    with pytest.raises(CheckpointError, match="unreadable tokenizer file"):
         load_tokenizer(bad)
-    with pytest.raises(ckpt.CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="not found"):
         load_tokenizer(tmp_path / "missing.safetensors")
 
 
@@ -357,7 +358,8 @@ def test_compiled_training_matches_eager(tmp_path, tiny_data, monkeypatch):
     """optim.compile: the blocks of the encoder and the decoders are compiled, and two steps give
     the weights of eager training (to fp32 rounding) in the same file layout. Every other test runs
     with MAETOK_NO_COMPILE=1 (conftest), which must really turn it off."""
-    from maetok.models.tokenizer import MAETok, _grouped_block
+    from maetok.models.aux_decoders import grouped_block
+    from maetok.models.tokenizer import MAETok
 
     compiled, real = [], MAETok.compile_blocks
 
@@ -368,7 +370,7 @@ def test_compiled_training_matches_eager(tmp_path, tiny_data, monkeypatch):
             blocks = [b for d in getattr(model, part).values() for b in d.blocks] \
                 if part == "aux_decoders" else list(getattr(model, part).blocks)
             assert blocks and all(b._compiled_call_impl is not None for b in blocks)
-        assert model.aux_decoders.block_fn is not _grouped_block
+        assert model.aux_decoders.block_fn is not grouped_block
 
     monkeypatch.setattr(MAETok, "compile_blocks", spy)
     # Two aux decoders (no teacher needed), so the compiled graphs include their grouped layer.

@@ -247,6 +247,17 @@ def test_balanced_and_null_labels():
 
 
 def test_cosine_logit_normal_matches_official_atan_form():
-    """Official cosine path: sigma = exp(n), t = (2 / pi) atan(sigma) (spec §5.2)."""
+    """Official cosine path: sigma = exp(n), t = (2 / pi) atan(sigma) (the official MAETok SiT code)."""
     r = torch.tensor([0.1, 1.0, 5.0])
     torch.testing.assert_close(make_path("cosine").t_from_ratio(r), torch.atan(r) * 2 / math.pi)
+
+
+def test_build_transport_follows_the_config():
+    from maetok import config as C
+    from maetok.transport import build_transport
+
+    cfg = C.TransportConfig(path="cosine", time_sampling="logit_normal", time_mean=0.25, time_std=0.5,
+                            cos_weight=0.1, conditional=True, class_dropout=0.1)
+    t = build_transport(cfg)
+    assert (t.path_type, t.time_sampling) == (PathType.COSINE, TimeSampling.LOGIT_NORMAL)
+    assert (t.time_mean, t.time_std, t.cos_weight) == (0.25, 0.5, 0.1)

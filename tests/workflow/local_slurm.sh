@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A single-node Slurm cluster on localhost, started by hand (no systemd), for testing
 # `snakemake --profile slurm` (tests/workflow/test_slurm.py; .ci/run installs the packages).
-# Adapted from the project notes' shared/slurm/local_slurm.sh (shared/reference/slurm_local.md),
-# which CI's clean checkout does not have. Debian 12: Slurm 22.05, munge, MariaDB. Run as root.
+# Self-contained: everything it needs is in this file. Debian 12: Slurm 22.05, munge, MariaDB.
+# Run as root.
 #
 # Usage: local_slurm.sh install|start|stop|status
 #   install  apt-get install whatever is missing (no daemon is started)

@@ -66,7 +66,7 @@ def test_restore_brings_back_an_earlier_revision(micro_table4, tmp_path):
     r = run_snakemake(repo, "tables/table4.csv", "--cores", "2", env=env, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     after, tok = _hashes(repo), "results/tiny/tokenizer"
-    assert after[f"{tok}/maetok_main/recon.json"] != before[f"{tok}/maetok_main/recon.json"]
+    assert after[f"{tok}/maetok/recon.json"] != before[f"{tok}/maetok/recon.json"]  # maetok_main's row
     assert after[f"{tok}/maetok/final.safetensors"] == before[f"{tok}/maetok/final.safetensors"]  # not retrained
     _run([*make, "dvc-commit"], repo, env)
     git("commit", "-qam", "results v2")

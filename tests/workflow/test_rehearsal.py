@@ -133,7 +133,7 @@ def test_every_job_of_the_chain_completes(rehearsal):
     assert (gen["num_samples"], gen["feature_network"]) == (10, "inception")
     assert all(isinstance(gen[k], float) for k in ("gfid", "is", "precision", "recall")), gen
     # the paper's architectures at full width (the depth is the overlay's)
-    from maetok.train.checkpoint import read_weights
+    from maetok.models.io import read_weights
 
     _, meta = read_weights(work / TOK / "final.safetensors", "tokenizer", "finetune_decoder")
     model = json.loads(meta["config"])["model"]
@@ -279,8 +279,7 @@ def test_preview_grid_at_imagenet_class_count_stays_small(tmp_path, latent_cache
 
 def test_depth_override_keeps_width_and_heads():
     """rehearsal.yaml's `depth` keys: fewer blocks, the paper sizes' widths and heads; 0 is refused."""
-    from maetok.train.generator import build_generator
-    from maetok.train.tokenizer import build_tokenizer
+    from maetok.models.io import build_generator, build_tokenizer
 
     params = C.load_params(REPO / "params.yaml", {**C.read_yaml(OVERLAY), "scale": "paper"})
     tok_cfg, gen_cfg = params.tokenizer("maetok"), params.generator("sit_l")

@@ -38,3 +38,20 @@ def test_table1_dag(repo):
     assert [w for rule, w in jobs if rule == "finetune_decoder"] == ["tok=maetok"]
     evals = [w for rule, w in jobs if rule == "eval_generation"]
     assert len(evals) == len(set(evals)) == 17 and all("gen=sit_l," in w and "name=nocfg" in w for w in evals)
+
+
+def test_variants_that_are_one_run_at_tiny_are_computed_once(repo):
+    """At tiny, maetok_main is maetok and sit_xl is sit_l (they differ only at paper scale): `rule all`
+    plans no job of maetok_main or sit_xl, and no job twice; at paper scale both have their own runs."""
+    r = subprocess.run([str(BIN / "snakemake"), "-n", "--forceall", "all"], cwd=repo,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = planned_jobs(r.stdout)
+    assert len(jobs) == len(set(jobs)), [j for j, n in Counter(jobs).items() if n > 1]
+    merged = [(rule, w) for rule, w in jobs if re.search(r"\b(tok=maetok_main|gen=sit_xl)\b", w)]
+    assert not merged, merged
+    assert ("train_generator", "tok=maetok, gen=sit_l") in jobs
+    r = subprocess.run([str(BIN / "snakemake"), "-n", "--forceall", "--config", "scale=paper", "--",
+                        "tables/table2.csv"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert ("train_generator", "tok=maetok_main, gen=sit_xl") in planned_jobs(r.stdout)

@@ -1,6 +1,6 @@
 """Rerun semantics on a "finished" Table 1: editing one tokenizer variant plans exactly that
-variant's jobs (and the table); editing package code plans nothing (README: Rerunning after a
-change).
+variant's jobs (and the table); editing package code plans nothing (docs/pipeline.md: What reruns
+after a change).
 
 Running Table 1 for real takes 17 tokenizers, so the finished state is made the way a user
 would mark results as done: every output of the DAG is created as an empty placeholder, then

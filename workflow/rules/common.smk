@@ -56,9 +56,9 @@ TRAIN_GPUS = 0 if SCALE == "tiny" else 8
 EVAL_GPUS = 0 if SCALE == "tiny" else 1
 # CPU threads per compute job. Snakemake exports OMP_NUM_THREADS = threads to each job, so
 # jobs that declare no threads run torch on one thread. Two threads make one job 1.4-1.5x faster
-# (tiny tokenizer step: 158 vs 219 ms), which pays on a chain of dependent jobs (one variant,
-# one ablation rerun); two one-thread jobs side by side get more done on a wide DAG on 2
-# cores: `snakemake --set-threads train_tokenizer=1 ...` or a profile (README).
+# (bench/README.md), which pays on a chain of dependent jobs (one variant, one ablation rerun);
+# two one-thread jobs side by side get more done on a wide DAG on 2 cores:
+# `snakemake --set-threads train_tokenizer=1 ...` or a profile (profiles/laptop).
 # On Slurm a job gets cpus_per_task from the profile.
 JOB_THREADS = 2 if SCALE == "tiny" else 8
 TORCHRUN_NODES = Path(workflow.basedir, "workflow", "scripts", "torchrun_nodes.sh")
@@ -191,7 +191,7 @@ def cfg_json(*blocks, **named):
     """Merged config as the JSON string a rule passes to `maetok --config-json`.
 
     Rules record this string as their param, so editing one stage's (or one variant's)
-    settings reruns only the jobs that read them (pipeline_tools.md §1.3). Pass one
+    settings reruns only the jobs that read them (Snakemake's params rerun trigger). Pass one
     dataclass, or named ones (they become top-level keys).
     """
     obj = C.to_dict(blocks[0]) if blocks else {k: C.to_dict(v) for k, v in named.items()}
@@ -199,7 +199,7 @@ def cfg_json(*blocks, **named):
 
 
 # Merged variant configs, built once per Snakemake process: the DAG asks for them
-# thousands of times (a no-op `snakemake -n tables/table1.csv` went from 8.5 s to ~2 s).
+# thousands of times, and rebuilding them each time made a no-op `snakemake -n` several times slower.
 @functools.cache
 def tokenizer_config(tok):
     return PARAMS.tokenizer(tok)
@@ -248,14 +248,22 @@ def standin_priority(wildcards):
     return 3 if wildcards.role.startswith("teacher") else 1
 
 
-# Variants that differ only at another scale share one trained tokenizer (maetok_main is
-# maetok at tiny): {variant: the first variant with the same merged config and data}.
+# Variants that differ only at another scale are one run here (maetok_main is maetok and sit_xl
+# is sit_l at tiny): {variant: the first variant with the same merged config and data}. Their
+# tokenizer is trained once, and tables and figures read the first variant's latents, generators,
+# samples and metrics (maetok.report.tables.row_runs), so nothing is computed twice.
 SAME_TOKENIZER = PARAMS.same_runs("tokenizer")
+SAME_GENERATOR = PARAMS.same_runs("generator")
 
 
 def canonical_tokenizer(tok):
     """The variant whose trained tokenizer `tok` uses at this scale (Params.same_runs)."""
     return SAME_TOKENIZER[tok]
+
+
+def canonical_generator(gen):
+    """The variant whose runs generator variant `gen` reads at this scale (Params.same_runs)."""
+    return SAME_GENERATOR[gen]
 
 
 def tokenizer_weights(tok):
@@ -293,8 +301,8 @@ def evaluator_input():
 # MLflow tags only the workflow knows: which tables/figures a job's run feeds, and the
 # scale. Passed as $MAETOK_TAGS through *derived* params (functions taking `output`),
 # which Snakemake does not record: when a table starts or stops using a run, later runs
-# are retagged and nothing reruns (pipeline_tools.md §1.3). Filter one table's runs with
-# `tags.tables LIKE '%,table4,%'` (each id sits between commas; see maetok/tracking.py).
+# are retagged and nothing reruns. Filter one table's runs with `tags.tables LIKE '%,table4,%'`
+# (each id sits between commas; see maetok/tracking.py and docs/tracking.md).
 GFID_FIGURES = ("fig5a", "fig5b")  # figures of gFID (the stand-in evaluator's), on FIGURE_GEN runs
 GEN_FIGURES = ("fig2b", *GFID_FIGURES)  # figures that read FIGURE_GEN's runs
 
@@ -302,16 +310,17 @@ GEN_FIGURES = ("fig2b", *GFID_FIGURES)  # figures that read FIGURE_GEN's runs
 @functools.cache
 def _users():
     """{(tokenizer variant, generator variant or None): ids of the tables and figures using its runs}."""
-    from maetok.report.tables import get_spec
+    from maetok.report.tables import get_spec, row_runs
 
     users = {}
     for table in (*TABLES, *RELEASE_TABLES):
         for _, row in get_spec(table).our_rows():
-            users.setdefault((row.tokenizer, None), set()).add(table)
-            if row.generator:
-                users.setdefault((row.tokenizer, row.generator), set()).add(table)
+            tok, gen = row_runs(row, PARAMS, SCALE)
+            users.setdefault((tok, None), set()).add(table)
+            if gen:
+                users.setdefault((tok, gen), set()).add(table)
     for fig, toks in FIGURES.items():
-        for tok in toks:
+        for tok in map(canonical_tokenizer, toks):
             users.setdefault((tok, None), set()).add(fig)
             if fig in GEN_FIGURES:
                 users.setdefault((tok, FIGURE_GEN), set()).add(fig)

@@ -5,7 +5,7 @@
 from maetok.report.tables import RELEASE_TABLES, TABLES
 
 # `snakemake --report report.html TARGETS`: the tables and figures that exist, with the
-# captions of workflow/report/ (README: HTML report).
+# captions of workflow/report/ (docs/pipeline.md: HTML report).
 report: "../report/workflow.rst"
 
 

@@ -19,18 +19,26 @@ TOKENIZER_BLOCKS = {
 }
 
 
+SEED_OPTION = {"default": None, "help": "global seed (default: params.yaml's `seed`)"}
+
+
 def stage_config(args, **blocks) -> dict:
     """{name: dataclass} of a stage from --config-json (Snakemake) or params.yaml (--params/--scale/--variant),
-    plus its "seed" and "scale". `blocks` maps each top-level key to (dataclass, getter(params, variant))."""
+    plus its "seed" and "scale". `blocks` maps each top-level key to (dataclass, getter(params, variant)).
+    Seed and scale come from --seed and --scale, as for every other stage (by hand: params.yaml's)."""
+    seed = getattr(args, "seed", None)
     if args.config_json:
         raw = json.loads(args.config_json)
+        extra = sorted(set(raw) - set(blocks))
+        if extra:
+            raise C.ConfigError(f"--config-json has the keys {extra} besides {sorted(blocks)}: pass the seed and the "
+                                "scale as --seed and --scale")
         out = {k: C.from_dict(cls, raw[k], k) for k, (cls, _) in blocks.items()}
-        out["seed"] = raw.get("seed", 0)
-        out["scale"] = raw.get("scale", "")
+        out["seed"], out["scale"] = seed or 0, args.scale or ""
         return out
     params = load_params(args)
     out = {k: get(params, getattr(args, "variant", None)) for k, (_, get) in blocks.items()}
-    out["seed"], out["scale"] = params.seed, params.scale
+    out["seed"], out["scale"] = params.seed if seed is None else seed, params.scale
     return out
 
 
@@ -91,6 +99,7 @@ def register(sub) -> None:
                        description="Train a tiny-scale stand-in: teacher-dino (self-supervised), teacher-clip "
                        "(supervised; also perceptual/discriminator net) or evaluator (FID features).")
     add_config_args(p, "stage")
+    add_options(p, "seed", seed=SEED_OPTION)
     p.add_argument("--role", required=True, choices=("teacher-dino", "teacher-clip", "evaluator"))
     add_options(p, "data", "out", data="prepared data directory (results/<scale>/data)",
                 out="output weights (.safetensors); metrics go beside it (.json)")
@@ -103,6 +112,7 @@ def register(sub) -> None:
         p = sub.add_parser(name, help=what, description=f"Tokenizer {what}. Resumes from --ckpt-dir; writes "
                            "--out (weights + config) and a metrics JSON beside it.")
         add_config_args(p, "stage")
+        add_options(p, "seed", seed=SEED_OPTION)
         add_options(p, "variant", "tables", "data",
                     variant="tokenizer variant (params.yaml tokenizer_variants; default maetok)")
         p.add_argument("--aux", default="", help="directory of the stand-in networks (tiny scale)")

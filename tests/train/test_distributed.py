@@ -90,8 +90,9 @@ def test_tokenizer_two_processes_match_one(tmp_path, tiny_data, monkeypatch):
     train(cfg, DATA, one, 1)
 
     out, ck = tmp_path / "two" / "stage1.safetensors", tmp_path / "two" / "ckpt"
-    config_json = json.dumps({"tokenizer": C.to_dict(cfg), "data": C.to_dict(DATA), "seed": 0, "scale": "tiny"})
-    two = torchrun(["train-tokenizer", "--config-json", config_json, "--data", str(tiny_data), "--out", str(out),
+    config_json = json.dumps({"tokenizer": C.to_dict(cfg), "data": C.to_dict(DATA)})
+    two = torchrun(["train-tokenizer", "--config-json", config_json, "--seed", "0", "--scale", "tiny",
+                    "--data", str(tiny_data), "--out", str(out),
                     "--ckpt-dir", str(ck)], tmp_path / "probe", tmp_path / "two")
 
     assert_sharded(one_probe.record, two, cfg.optim.batch_size)
@@ -114,8 +115,9 @@ def test_discriminator_is_one_network_across_processes(tmp_path, tiny_data, stan
     cfg = C.from_dict(C.TokenizerConfig, C.deep_merge(C.to_dict(tok_cfg()), {
         "loss": {"disc_weight": 0.4, "disc_start": 0}, "optim": {"steps": 3}}))
     out, probe = tmp_path / "two" / "stage1.safetensors", tmp_path / "probe"
-    config_json = json.dumps({"tokenizer": C.to_dict(cfg), "data": C.to_dict(DATA), "seed": 0, "scale": "tiny"})
-    two = torchrun(["train-tokenizer", "--config-json", config_json, "--data", str(tiny_data),
+    config_json = json.dumps({"tokenizer": C.to_dict(cfg), "data": C.to_dict(DATA)})
+    two = torchrun(["train-tokenizer", "--config-json", config_json, "--seed", "0", "--scale", "tiny",
+                    "--data", str(tiny_data),
                     "--aux", str(standin_dir), "--out", str(out), "--ckpt-dir", str(tmp_path / "two" / "ckpt")],
                    probe, tmp_path / "two")
     assert all(two[r]["indices"][0] != two[1 - r]["indices"][0] for r in (0, 1))   # each rank saw its own half

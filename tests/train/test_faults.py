@@ -79,7 +79,7 @@ def seed_workflow(work: Path, data: Path, aux: Path) -> None:
 
 
 def workflow_config(work: Path) -> tuple[C.TokenizerConfig, C.DataConfig, int]:
-    """What train_tokenizer passes to `maetok train-tokenizer` (cfg_json in workflow/rules/common.smk)."""
+    """What train_tokenizer passes to `maetok train-tokenizer` (its --config-json and --seed)."""
     params = C.load_params(C.read_yaml(work / "params.yaml"), C.read_yaml(work / "micro.yaml"))
     return params.tokenizer(VARIANT), params.active.data, params.seed
 
@@ -141,7 +141,7 @@ def test_sigterm_saves_a_checkpoint_exits_non_zero_and_resumes_bit_identically(t
     cfg, data_cfg, seed = workflow_config(work)
     ck, out = tmp_path / "ckpt", tmp_path / "stage1.safetensors"
     argv = ["train-tokenizer", "--config-json", json.dumps({"tokenizer": C.to_dict(cfg), "data": C.to_dict(data_cfg),
-            "seed": seed, "scale": "tiny"}), "--data", str(work / "results/tiny/data"),
+            }), "--seed", str(seed), "--scale", "tiny", "--data", str(work / "results/tiny/data"),
             "--aux", str(work / "results/tiny/aux_models"), "--ckpt-dir", str(ck), "--out", str(out)]
 
     def preempt():   # Slurm's SIGTERM, once the first checkpoint exists
@@ -211,7 +211,8 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_chec
     data_cfg = C.load_params().active.data
     ck, out = tmp_path / "ckpt", tmp_path / "stage1.safetensors"
     argv = ["train-tokenizer", "--config-json", json.dumps({"tokenizer": C.to_dict(cfg), "data": C.to_dict(data_cfg),
-            "seed": 0, "scale": "tiny"}), "--data", str(tiny_data), "--ckpt-dir", str(ck), "--out", str(out)]
+            }), "--seed", "0", "--scale", "tiny", "--data", str(tiny_data), "--ckpt-dir", str(ck),
+            "--out", str(out)]
     original = losses.TokenizerLoss.generator_loss
 
     def diverge_at_step_2(self, x, x_rec, step, *args, **kwargs):

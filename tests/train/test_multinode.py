@@ -199,10 +199,11 @@ def run_probe(launch_cmd: list[str], args: list[str], root: Path, env: dict, tim
 @pytest.mark.slow
 def test_two_nodes_of_two_train_what_one_node_of_four_does(tmp_path, tiny_data):
     cfg = tok_cfg()
-    config_json = json.dumps({"tokenizer": C.to_dict(cfg), "data": C.to_dict(DATA), "seed": 0, "scale": "tiny"})
+    config_json = json.dumps({"tokenizer": C.to_dict(cfg), "data": C.to_dict(DATA)})
 
     def args(root: Path) -> list[str]:
-        return ["train-tokenizer", "--config-json", config_json, "--data", str(tiny_data),
+        return ["train-tokenizer", "--config-json", config_json, "--seed", "0", "--scale", "tiny",
+                "--data", str(tiny_data),
                 "--out", str(root / "stage1.safetensors"), "--ckpt-dir", str(root / "ckpt")]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PROBE_"))}

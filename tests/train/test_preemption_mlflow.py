@@ -43,9 +43,10 @@ def tokenizer_job(tmp_path: Path, tiny_data: Path, latent_cache) -> tuple[list[s
     small = {"aux": {"targets": ["hog"]}, "loss": {"perceptual_weight": 0.0, "disc_weight": 0.0},
              "optim": {"batch_size": 8, "steps": STEPS, "ckpt_every": CKPT_EVERY, "log_every": 1, "warmup_steps": 1}}
     cfg = C.from_dict(C.TokenizerConfig, C.deep_merge(base, small))
-    config = {"tokenizer": C.to_dict(cfg), "data": C.to_dict(C.load_params().active.data), "seed": 0, "scale": "tiny"}
+    config = {"tokenizer": C.to_dict(cfg), "data": C.to_dict(C.load_params().active.data)}
     out = tmp_path / "tok" / "stage1.safetensors"
-    argv = ["train-tokenizer", "--variant", "maetok", "--config-json", json.dumps(config), "--data", str(tiny_data),
+    argv = ["train-tokenizer", "--variant", "maetok", "--config-json", json.dumps(config), "--seed", "0",
+            "--scale", "tiny", "--data", str(tiny_data),
             "--ckpt-dir", str(tmp_path / "ckpt"), "--out", str(out)]
     return argv, out, out.with_suffix(".json")
 

@@ -63,15 +63,16 @@ def test_sampling_jobs_get_their_own_sampling_config(repo, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     commands = [line for line in r.stdout.splitlines() if "maetok sample-generator" in line]
     sweep = [c for c in commands if re.search(r"--guidance cfg\d", c)]
-    assert len(sweep) == 12 and all("sit_xl/steps/step400.safetensors" in c for c in sweep)  # generator_step
+    # generator_step; at tiny maetok_main + sit_xl are sampled as maetok + sit_l (the same runs there)
+    assert len(sweep) == 12 and all("maetok/sit_l/steps/step400.safetensors" in c for c in sweep)
     point = next(c for c in sweep if "--guidance cfg1.8_0.125-0.8 " in c)
     assert '"cfg_interval_low": 0.125' in point and '"cfg_scale": 1.8' in point
     assert all('"num_samples": 1230' in c for c in sweep)
     main = [c for c in commands if "--guidance cfg " in c]
     assert len(main) == 2 and all('"num_samples": 5000' in c for c in main)
-    scales = {"lightningdit" if "/lightningdit/" in c else "sit_xl": re.search(r'"cfg_scale": ([\d.]+)', c)[1]
+    scales = {"lightningdit" if "/lightningdit/" in c else "sit_l": re.search(r'"cfg_scale": ([\d.]+)', c)[1]
               for c in main}
-    assert scales == {"lightningdit": "1.8", "sit_xl": "1.9"}
+    assert scales == {"lightningdit": "1.8", "sit_l": "1.9"}
 
 
 def test_hires_tokenizer_chain_reads_the_hires_data(repo):

@@ -11,7 +11,9 @@ rule train_standin:
     wildcard_constraints:
         role="teacher_dino|teacher_clip|evaluator",
     params:
-        cfg=cfg_json(standins=PARAMS.active.standins, seed=PARAMS.seed),
+        cfg=cfg_json(standins=PARAMS.active.standins),
+        seed=PARAMS.seed,
+        scale=SCALE,
         role=lambda wc: wc.role.replace("_", "-"),
         tags=mlflow_tags,
     priority: standin_priority
@@ -23,7 +25,8 @@ rule train_standin:
     conda:
         "../../environment.yml"
     shell:
-        "MAETOK_TAGS={params.tags:q} maetok train-standin --role {params.role} --config-json {params.cfg:q} --data {input} "
+        "MAETOK_TAGS={params.tags:q} maetok train-standin --role {params.role} --config-json {params.cfg:q} --seed {params.seed} "
+        "--scale {params.scale} --data {input} "
         "--out {output.weights} > {log} 2>&1"
 
 
@@ -37,7 +40,9 @@ rule train_tokenizer:
     wildcard_constraints:
         tok=TRAINED_TOKENIZERS,
     params:
-        cfg=lambda wc: cfg_json(tokenizer=tok_cfg(wc), data=tok_data_cfg(wc), seed=PARAMS.seed, scale=SCALE),
+        cfg=lambda wc: cfg_json(tokenizer=tok_cfg(wc), data=tok_data_cfg(wc)),
+        seed=PARAMS.seed,
+        scale=SCALE,
         ckpt=f"{RESULTS}/ckpt/tokenizer/{{tok}}/stage1",
         launch=launcher,
         aux=AUX,
@@ -53,7 +58,8 @@ rule train_tokenizer:
     conda:
         "../../environment.yml"
     shell:
-        "MAETOK_TAGS={params.tags:q} {params.launch} train-tokenizer --variant {wildcards.tok} --config-json {params.cfg:q} --data {input.data} "
+        "MAETOK_TAGS={params.tags:q} {params.launch} train-tokenizer --variant {wildcards.tok} --config-json {params.cfg:q} "
+        "--seed {params.seed} --scale {params.scale} --data {input.data} "
         "--aux {params.aux} --ckpt-dir {params.ckpt} --out {output.weights} > {log} 2>&1"
 
 
@@ -68,7 +74,9 @@ rule finetune_decoder:
     wildcard_constraints:
         tok=TRAINED_TOKENIZERS,
     params:
-        cfg=lambda wc: cfg_json(tokenizer=tok_cfg(wc), data=tok_data_cfg(wc), seed=PARAMS.seed, scale=SCALE),
+        cfg=lambda wc: cfg_json(tokenizer=tok_cfg(wc), data=tok_data_cfg(wc)),
+        seed=PARAMS.seed,
+        scale=SCALE,
         ckpt=f"{RESULTS}/ckpt/tokenizer/{{tok}}/stage2",
         launch=launcher,
         aux=AUX,
@@ -84,7 +92,8 @@ rule finetune_decoder:
     conda:
         "../../environment.yml"
     shell:
-        "MAETOK_TAGS={params.tags:q} {params.launch} finetune-decoder --variant {wildcards.tok} --config-json {params.cfg:q} --data {input.data} "
+        "MAETOK_TAGS={params.tags:q} {params.launch} finetune-decoder --variant {wildcards.tok} --config-json {params.cfg:q} "
+        "--seed {params.seed} --scale {params.scale} --data {input.data} "
         "--aux {params.aux} --init {input.init} --ckpt-dir {params.ckpt} --out {output.weights} > {log} 2>&1"
 
 
@@ -121,7 +130,8 @@ rule eval_reconstruction:
         metrics=f"{RESULTS}/tokenizer/{{tok}}/recon.json",
         grid=f"{RESULTS}/tokenizer/{{tok}}/recon.png",
     params:
-        cfg=cfg_json(evaluation=PARAMS.active.evaluation, scale=SCALE),
+        cfg=cfg_json(evaluation=PARAMS.active.evaluation),
+        scale=SCALE,
         evaluator=lambda wc, input: f"--evaluator {input.evaluator}" if input.evaluator else "",
         fid_cache=f"{RESULTS}/fid_cache",
         tags=mlflow_tags,
@@ -136,5 +146,6 @@ rule eval_reconstruction:
         "../../environment.yml"
     shell:
         "MAETOK_TAGS={params.tags:q} maetok eval-reconstruction --variant {wildcards.tok} --config-json {params.cfg:q} "
+        "--scale {params.scale} "
         "--tokenizer {input.tokenizer} --data {input.data} {params.evaluator} --fid-cache {params.fid_cache} "
         "--out {output.metrics} --grid {output.grid} > {log} 2>&1"

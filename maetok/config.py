@@ -223,6 +223,13 @@ class Params:
         that imports released weights is the same run only as one importing the same file the same way.
         Variants that differ only at another scale merge here: at tiny, maetok_main is maetok (it
         trains longer only at paper scale), so the workflow trains one tokenizer for both."""
+        scale = scale or self.scale
+        cache = self.__dict__.setdefault("_same_runs_cache", {})  # merging every variant is slow; Params is frozen
+        if (kind, scale) not in cache:
+            cache[kind, scale] = self._same_runs(kind, scale)
+        return dict(cache[kind, scale])
+
+    def _same_runs(self, kind: str, scale: str) -> dict[str, str]:
         if kind == "tokenizer":
             names = list(self.tokenizer_variants)
             keys = [(self.tokenizer(v, scale), self.tokenizer_data(v, scale), self.released(kind, v)) for v in names]

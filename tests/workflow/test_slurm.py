@@ -105,12 +105,13 @@ def _without_timings(obj):
 
 
 def _results(work: Path) -> dict[str, object]:
-    """Every metrics JSON (less its timings) and weight file of the run, and the table, by path.
+    """Every metrics JSON (less its timings) and weight file of the run, and the table, by path; not
+    the MLflow run id a training job keeps with its checkpoints (mlflow_run.json), unique to each run.
     Safetensors are compared by tensors: safetensors writes its metadata in a random key
     order per process, so the tokenizer files (which carry metadata) differ byte-wise."""
     results = work / "results" / "tiny"
     out: dict[str, object] = {str(p.relative_to(work)): _without_timings(json.loads(p.read_text()))
-                              for p in sorted(results.rglob("*.json"))}
+                              for p in sorted(results.rglob("*.json")) if p.name != "mlflow_run.json"}
     out |= {str(p.relative_to(work)): load_file(p) for p in sorted(results.rglob("*.safetensors"))}
     out["tables/table4.csv"] = (work / "tables" / "table4.csv").read_text()
     return out

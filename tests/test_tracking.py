@@ -151,3 +151,36 @@ def test_a_recorded_run_is_continued_and_an_orphan_of_another_key_killed(tmp_pat
     assert {r.info.status for r in mlflow.search_runs(experiment_names=["maetok"], output_format="list")} == \
         {"KILLED", "FINISHED"}
 
+
+
+def test_eval_generation_run_has_params_its_json_and_the_sample_grid(tmp_path, monkeypatch):
+    """A user opening an eval_generation run finds the evaluation settings, the metrics JSON and the
+    grid of the samples it scored (written beside the .npz by sample_generator)."""
+    import dataclasses
+
+    import numpy as np
+
+    from maetok import config as C
+    from maetok.eval import generation
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAETOK_NO_MLFLOW")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    samples = tmp_path / "samples" / "cfg.npz"
+    samples.parent.mkdir()
+    np.savez(samples, images=np.zeros((4, 32, 32, 3), np.uint8), labels=np.arange(4))
+    samples.with_suffix(".png").write_bytes(b"\x89PNG\r\n")
+    monkeypatch.setattr(generation, "fidelity_metrics", lambda *a, **k: {
+        "fid": 3.0, "isc_mean": 2.0, "isc_std": 0.1, "precision": 0.5, "recall": 0.4})
+    monkeypatch.setattr(generation, "load_samples", lambda p: (np.zeros((4, 32, 32, 3), np.uint8), np.arange(4)))
+    cfg = dataclasses.replace(C.load_params().scales["tiny"].evaluation, feature_network="inception")
+    generation.eval_generation(samples, tmp_path, cfg, None, tmp_path / "cfg.json", tmp_path / "fid",
+                               {"scale": "tiny", "variant": "sit_l", "tokenizer": "ae"}, seed=3)
+    import mlflow
+
+    mlflow.set_tracking_uri("sqlite:///results/mlflow.db")
+    run = mlflow.search_runs(experiment_names=["maetok"], filter_string="tags.stage = 'eval_generation'")
+    assert len(run) == 1 and run["params.seed"][0] == "3" and run["params.feature_network"][0] == "inception"
+    assert run["metrics.gfid"][0] == 3.0 and run["tags.tokenizer"][0] == "ae"
+    artifacts = {p.name for p in (tmp_path / "results" / "mlartifacts").rglob("*") if p.is_file()}
+    assert {"cfg.json", "cfg.png"} <= artifacts

@@ -80,4 +80,7 @@ def eval_generation(samples: str | Path, data_dir: str | Path, cfg: C.Evaluation
              {**C.to_dict(cfg), "seed": seed, "samples": str(samples), "evaluator": evaluator or ""}) as r:
         r.log_metrics({k: metrics[k] for k in ("gfid", "is", "precision", "recall")})
         r.log_artifact(out)
+        grid = Path(samples).with_suffix(".png")  # sample_generator's class grid, when it drew one
+        if grid.is_file():
+            r.log_artifact(grid)
     return metrics

@@ -248,8 +248,11 @@ class Run:
             self._fail(e)
 
     def end(self, status: str = "FINISHED") -> None:
-        if not self._ready():
+        """Terminate the run, also after a logging call failed (a run must never stay RUNNING)."""
+        self._ready()
+        if self.run_id is None or getattr(self, "_client", None) is None or getattr(self, "_ended", False):
             return
+        self._ended = True
         try:
             self._client.set_terminated(self.run_id, status=status)
         except Exception as e:  # noqa: BLE001

@@ -178,9 +178,46 @@ def test_eval_generation_run_has_params_its_json_and_the_sample_grid(tmp_path, m
                                {"scale": "tiny", "variant": "sit_l", "tokenizer": "ae"}, seed=3)
     import mlflow
 
-    mlflow.set_tracking_uri("sqlite:///results/mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/results/mlflow.db")  # absolute: MLflow caches engines per URI
     run = mlflow.search_runs(experiment_names=["maetok"], filter_string="tags.stage = 'eval_generation'")
     assert len(run) == 1 and run["params.seed"][0] == "3" and run["params.feature_network"][0] == "inception"
     assert run["metrics.gfid"][0] == 3.0 and run["tags.tokenizer"][0] == "ae"
     artifacts = {p.name for p in (tmp_path / "results" / "mlartifacts").rglob("*") if p.is_file()}
     assert {"cfg.json", "cfg.png"} <= artifacts
+
+
+def test_a_run_whose_logging_failed_still_ends(tmp_path, monkeypatch):
+    """A transient store error (e.g. a locked sqlite database) stops the logging, not the run's end:
+    a run must never stay RUNNING."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAETOK_NO_MLFLOW")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    run = Run("ae/stage1", {"scale": "tiny", "stage": "test", "variant": "ae"})
+    assert run._ready()
+
+    def locked(*args, **kwargs):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(run._client, "log_batch", locked)
+    with pytest.warns(UserWarning, match="database is locked"):
+        run.log_metrics({"loss": 0.5}, step=1)
+    run.end("FINISHED")
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/results/mlflow.db")  # absolute: MLflow caches engines per URI
+    assert mlflow.get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_loss_window_mean_after_a_resume_mid_window():
+    """A preemption checkpoint can fall inside a logging window: the resumed window's mean is over
+    the steps it holds, not over log_every."""
+    import torch
+
+    from maetok.train.loop import _Meter
+
+    meter = _Meter(4, True)
+    assert meter.add({"loss": torch.tensor(1.0)}, 3) is None   # resumed at step 2
+    assert meter.add({"loss": torch.tensor(3.0)}, 4) == {"loss": 2.0}
+    for done in range(5, 8):
+        assert meter.add({"loss": torch.tensor(float(done))}, done) is None
+    assert meter.add({"loss": torch.tensor(8.0)}, 8) == {"loss": 6.5}

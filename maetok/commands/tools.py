@@ -37,7 +37,8 @@ def cmd_schema(args) -> int:
     if args.check:
         current = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else None
         if current != C.json_schema():
-            print(f"{args.out} is out of date with maetok/config.py: run `maetok schema`", file=sys.stderr)
+            print(f"{args.out} is out of date with the config dataclasses (maetok/config_stages.py, "
+                  "config.py): run `maetok schema`", file=sys.stderr)
             return 1
         print(f"{args.out} is current")
         return 0
@@ -63,7 +64,7 @@ def register(sub) -> None:
     add_config_args(p, "stage")
     p.set_defaults(func=cmd_check_params)
 
-    p = sub.add_parser("schema", help="(re)generate workflow/schemas/params.schema.json from maetok/config.py",
+    p = sub.add_parser("schema", help="(re)generate workflow/schemas/params.schema.json from the config dataclasses",
                        description="Write the JSON schema of params.yaml derived from the config dataclasses.")
     p.add_argument("--out", default=str(C.SCHEMA_PATH), help="schema path (default: %(default)s)")
     p.add_argument("--check", action="store_true", help="only check that the file is current")

@@ -11,7 +11,8 @@ networks, its step and its outputs:
   FAILED (any error),
 - the step loop (`fit`): non-finite loss check, loss curve, checkpoints, and on SIGTERM /
   SIGUSR1 (Slurm preemption) a checkpoint and `Preempted`: the process exits with status 3
-  (PREEMPTED_EXIT) and the requeued job resumes,
+  (PREEMPTED_EXIT, non-zero like any failure) and the resubmitted job resumes (Snakemake's
+  `retries`, or the site's Slurm requeue),
 - the cleanup in `finally`.
 """
 
@@ -59,8 +60,9 @@ PREEMPTED_EXIT = 3   # the exit status of a job stopped by a signal after its ch
 
 
 class Preempted(SystemExit):
-    """A stop signal ended the job after a checkpoint: the process exits with PREEMPTED_EXIT, so the
-    scheduler requeues the job, and the rerun resumes from `step`."""
+    """A stop signal ended the job after a checkpoint: the process exits with PREEMPTED_EXIT (non-zero,
+    so Snakemake counts a failed attempt and its `retries` resubmit the job), and the rerun resumes
+    from `step`."""
 
     def __init__(self, step: int, ckpt_dir: str | Path | None):
         super().__init__(PREEMPTED_EXIT)
@@ -84,6 +86,7 @@ class _Meter:
     def __init__(self, log_every: int, mean: bool):
         self.log_every, self.mean = log_every, mean
         self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0   # steps in the window: fewer than log_every after a resume mid-window
         self.last: dict[str, float] = {}
 
     def add(self, terms: dict[str, torch.Tensor], done: int) -> dict[str, float] | None:
@@ -92,15 +95,17 @@ class _Meter:
                 if k not in self.sums:
                     self.sums[k] = torch.zeros((), device=v.device)
                 self.sums[k] += v
+            self.count += 1
         else:
             self.last = {k: float(v) for k, v in terms.items()}
         if not self.log_every or done % self.log_every:
             return None
         if not self.mean:
             return self.last
-        values = {k: float(v) / self.log_every for k, v in self.sums.items()}
+        values = {k: float(v) / self.count for k, v in self.sums.items()}
         for v in self.sums.values():
             v.zero_()
+        self.count = 0
         return values
 
 
@@ -195,7 +200,7 @@ class Session:
         try:
             for step in range(self.start, self.steps):
                 terms = step_fn(step)
-                check_finite(terms, step, str(self.ckpt_dir or "(none kept)"))
+                check_finite(terms, step, str(self.ckpt_dir or ""))
                 done = step + 1
                 values = meter.add(terms, done)
                 if values is not None:

@@ -65,9 +65,10 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedu
 def check_finite(losses: dict[str, torch.Tensor], step: int, ckpt_dir: str) -> None:
     bad = {k: float(v) for k, v in losses.items() if torch.is_tensor(v) and not torch.isfinite(v).all()}
     if bad:
-        raise NonFiniteLossError(
-            f"non-finite loss at step {step}: {bad}. The last good checkpoint in {ckpt_dir} is kept; "
-            "lower the learning rate or check the inputs, then rerun the same target to resume.")
+        kept = (f"The last good checkpoint in {ckpt_dir} is kept; lower the learning rate or check the inputs, "
+                "then rerun the same target to resume.") if ckpt_dir else (
+                "This job keeps no checkpoints; lower the learning rate or check the inputs, then rerun it.")
+        raise NonFiniteLossError(f"non-finite loss at step {step}: {bad}. {kept}")
 
 
 def adamw(params, lr: float, betas: tuple[float, float], weight_decay: float = 0.0) -> torch.optim.AdamW:
@@ -130,7 +131,7 @@ def autocast(device: torch.device, enabled: bool):
 
 
 class StopFlag:
-    """Set on SIGTERM/SIGINT (Slurm preemption): the loop saves a checkpoint and exits."""
+    """Set on SIGTERM/SIGUSR1 (Slurm preemption): the loop saves a checkpoint and exits."""
 
     def __init__(self):
         self.stop = False

@@ -64,6 +64,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def _umask() -> int:
+    """The process umask. Linux reports it in /proc; setting it to read it (the fallback) would
+    briefly give files created by another thread (the MLflow one) mode 0666."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     umask = os.umask(0)
     os.umask(umask)
     return umask

@@ -4,7 +4,7 @@ rFID, PSNR, gFID of SiT-L without CFG at each kept generator step, linear-probe 
     python workflow/scripts/tiny_study.py [--results results/tiny] [--out docs/tiny_study.md]
 
 Every number is read from the metrics JSONs the pipeline wrote; build them first (the command is
-printed when one is missing, and listed in docs/tiny_mechanism.md).
+printed when one is missing, and listed in docs/tiny_mechanism_rootcause.md).
 """
 
 from __future__ import annotations

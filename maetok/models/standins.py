@@ -21,12 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch_fidelity
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from maetok.models.io import CheckpointError
-from maetok.utils.io import atomic_path
+from maetok.models.io import CheckpointError, save_weights  # noqa: F401 - stand-ins are saved like every model
 
 IMG_SIZE = 32
 
@@ -158,13 +157,6 @@ def teacher_features(backbone, x, grid):
 # --------------------------------------------------------------------------------------
 # Weights (safetensors only)
 # --------------------------------------------------------------------------------------
-def save_weights(module, path, metadata=None):
-    """Atomically write `module.state_dict()` to a safetensors file (str -> str `metadata`)."""
-    with atomic_path(path) as tmp:  # its mode follows the umask (safetensors alone writes 0600)
-        save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp),
-                  metadata=metadata)
-
-
 def load_weights(module, path):
     """Load a safetensors state dict into `module` (strict); returns the module."""
     path = Path(path)

@@ -1,16 +1,21 @@
-"""Table 1a rows at one scale, with the latent-space measures behind the paper's claim (§2, Fig. 2a, 5):
-rFID, PSNR, gFID of SiT-L without CFG at each kept generator step, linear-probe accuracy and GMM NLL.
+"""Table 1a rows across study arms and seeds, with the latent-space measures behind the paper's claim
+(§2, Fig. 2a, 5): rFID, PSNR, gFID of SiT-L without CFG at each kept generator step, the gap gFID - rFID,
+linear-probe accuracy and GMM NLL; then, per arm and seed, whether MAETok beats the AE on each measure.
 
-    python workflow/scripts/tiny_study.py [--results results/tiny] [--out docs/tiny_study.md]
+    python workflow/scripts/tiny_study.py [--arm NAME:SEED=RESULTS ...] [--out docs/tiny_study_table.md]
 
-Every number is read from the metrics JSONs the pipeline wrote; build them first (the command is
-printed when one is missing, and listed in docs/tiny_mechanism_rootcause.md).
+Each `--arm` names one pipeline run (a checkout's `results/tiny`); without one, `baseline:0=results/tiny`.
+A row is read when its files exist; an arm that leaves a row unchanged (the AE and VAE rows of an arm that
+only changes masking) need not build it, and is compared with the first arm's row of the same seed,
+marked as shared. The arms, and the commands that build them (workflow/study/run_arm.sh): docs/tiny_study.md.
+Every number is read from the metrics JSONs the pipeline wrote.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -18,6 +23,8 @@ ROWS = (("VAE", "vae"), ("AE", "ae"), ("AE+MM", "ae_mm"), ("AE+MM+FT (MAETok)", 
 GENERATOR = "sit_l"
 STEPS = (200, 400)     # the EMAs the tiny SiT-L keeps before its last step (generator.eval_steps)
 GMM_K = 10             # one component per Fashion-MNIST class; the JSON holds every K of the sweep
+# measure -> True when higher is better (the direction of the paper's claim, Table 1a, Fig. 2a / 5a)
+CLAIMS = {"gFID": False, "probe acc": True, f"GMM NLL K={GMM_K}": False}
 
 
 def paths(results: Path, tok: str) -> dict[str, Path]:
@@ -28,30 +35,87 @@ def paths(results: Path, tok: str) -> dict[str, Path]:
     return out
 
 
-def row(results: Path, tok: str) -> dict[str, float]:
+def row(results: Path, tok: str) -> dict[str, float] | None:
+    """The row's measures, None when the arm did not build it; an error when it built only part of it."""
     files = paths(results, tok)
     missing = [str(p) for p in files.values() if not p.is_file()]
+    if len(missing) == len(files):
+        return None
     if missing:
-        sys.exit(f"missing: {' '.join(missing)}\nbuild them: snakemake --profile profiles/laptop {' '.join(missing)}")
+        sys.exit(f"missing: {' '.join(missing)}\nbuild them in that checkout: "
+                 f"snakemake --profile profiles/laptop {' '.join(missing)}")
     j = {k: json.loads(p.read_text()) for k, p in files.items()}
     nll = {r["k"]: r["nll_heldout"] for r in j["gmm"]["results"]}
     out = {"rFID": j["recon"]["rfid"], "PSNR": j["recon"]["psnr"]}
     out |= {f"gFID@{s}": j[f"gfid@{s}"]["gfid"] for s in STEPS}
     out |= {"gFID": j["gfid"]["gfid"], "gFID-rFID": j["gfid"]["gfid"] - j["recon"]["rfid"],
-            "probe acc": j["probe"]["val_acc"], f"GMM NLL K={GMM_K}": nll.get(GMM_K, float("nan"))}
+            "probe acc": j["probe"]["val_acc"], f"GMM NLL K={GMM_K}": nll.get(GMM_K, math.nan)}
     return out
+
+
+def parse_arm(spec: str) -> tuple[str, int, Path]:
+    try:
+        name_seed, path = spec.split("=", 1)
+        name, seed = name_seed.split(":")
+        return name, int(seed), Path(path)
+    except ValueError:
+        raise SystemExit(f"--arm {spec!r}: expected NAME:SEED=RESULTS, e.g. baseline:0=results/tiny") from None
+
+
+def collect(arms: list[tuple[str, int, Path]]) -> list[dict]:
+    """One record per (arm, seed, row) built; rows an arm left out come from the first arm, same seed."""
+    records, first = [], arms[0][0]
+    for name, seed, results in arms:
+        for label, tok in ROWS:
+            m = row(results, tok)
+            shared = False
+            if m is None:
+                base = [r for r in records if (r["arm"], r["seed"], r["tok"]) == (first, seed, tok)]
+                if not base:
+                    continue
+                m, shared = base[0]["m"], True
+            records.append({"arm": name, "seed": seed, "label": label, "tok": tok, "m": m, "shared": shared})
+    if not records:
+        raise SystemExit("no arm holds a built row; build one first (docs/tiny_study.md)")
+    return records
+
+
+def fmt(v: float) -> str:
+    return "nan" if math.isnan(v) else f"{v:.3f}"
+
+
+def table(records: list[dict]) -> list[str]:
+    cols = list(records[0]["m"])
+    lines = ["| arm | seed | row | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
+    for r in records:
+        label = f"{r['label']} (shared)" if r["shared"] else r["label"]
+        lines.append(f"| {r['arm']} | {r['seed']} | {label} | " + " | ".join(fmt(v) for v in r["m"].values()) + " |")
+    return lines
+
+
+def claims(records: list[dict]) -> list[str]:
+    """MAETok against the AE of the same arm and seed: the difference and whether it has the paper's sign."""
+    lines = ["| arm | seed | " + " | ".join(f"MAETok - AE: {c}" for c in CLAIMS) + " |", "|---|---|" + "---|" * len(CLAIMS)]
+    for arm, seed in dict.fromkeys((r["arm"], r["seed"]) for r in records):
+        by_tok = {r["tok"]: r["m"] for r in records if (r["arm"], r["seed"]) == (arm, seed)}
+        if not {"ae", "maetok"} <= set(by_tok):
+            continue
+        cells = []
+        for c, higher in CLAIMS.items():
+            d = by_tok["maetok"][c] - by_tok["ae"][c]
+            cells.append(f"{d:+.3f} ({'holds' if (d > 0) == higher else 'does not hold'})")
+        lines.append(f"| {arm} | {seed} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", type=Path, default=Path("results/tiny"))
-    p.add_argument("--out", type=Path, help="also write the markdown table here")
+    p.add_argument("--arm", action="append", type=parse_arm, metavar="NAME:SEED=RESULTS",
+                   help="one run of the study (repeatable); default baseline:0=results/tiny")
+    p.add_argument("--out", type=Path, help="also write the markdown tables here")
     args = p.parse_args()
-    rows = [(label, tok, row(args.results, tok)) for label, tok in ROWS]
-    cols = list(rows[0][2])
-    lines = ["| row | variant | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
-    lines += [f"| {label} | `{tok}` | " + " | ".join(f"{v:.3f}" for v in m.values()) + " |" for label, tok, m in rows]
-    text = "\n".join(lines) + "\n"
+    records = collect(args.arm or [("baseline", 0, Path("results/tiny"))])
+    text = "\n".join(table(records) + [""] + claims(records)) + "\n"
     print(text, end="")
     if args.out:
         args.out.write_text(text)

@@ -95,7 +95,8 @@ def table(records: list[dict]) -> list[str]:
 
 def claims(records: list[dict]) -> list[str]:
     """MAETok against the AE of the same arm and seed: the difference and whether it has the paper's sign."""
-    lines = ["| arm | seed | " + " | ".join(f"MAETok - AE: {c}" for c in CLAIMS) + " |", "|---|---|" + "---|" * len(CLAIMS)]
+    heads = " | ".join(f"MAETok - AE: {c}" for c in CLAIMS)
+    lines = [f"| arm | seed | {heads} |", "|---|---|" + "---|" * len(CLAIMS)]
     for arm, seed in dict.fromkeys((r["arm"], r["seed"]) for r in records):
         by_tok = {r["tok"]: r["m"] for r in records if (r["arm"], r["seed"]) == (arm, seed)}
         if not {"ae", "maetok"} <= set(by_tok):

@@ -25,6 +25,8 @@ def write_row(results: Path, tok: str, rfid: float, gfid: float, probe: float, n
     put(f"{gen}/nocfg.json", {"gfid": gfid})
     for step, extra in ((200, 3.0), (400, 1.0)):
         put(f"{gen}/step{step}_nocfg.json", {"gfid": gfid + extra})
+    put(f"{gen}/loss_curve.json", {"log_every": 100, "step": [100, 200, 300, 400, 500, 600, 700, 800],
+                                   "loss": [1.0] * 8})
     put(f"analysis/{tok}/probe.json", {"val_acc": probe})
     put(f"analysis/{tok}/gmm.json", {"results": [{"k": 5, "nll_heldout": nll + 1}, {"k": 10, "nll_heldout": nll}]})
 
@@ -52,6 +54,27 @@ def test_arms_seeds_shared_rows_and_verdicts(tmp_path):
     assert "-5.000 (holds)" in verdicts["baseline"]               # NLL 25 vs 30
     assert "-0.500 (holds)" in verdicts["light"] and "+0.020 (holds)" in verdicts["light"]
     assert "+1.000 (does not hold)" in verdicts["light"]
+
+
+def test_figure_plots_each_arm_against_generator_steps(tmp_path):
+    base, light = tmp_path / "base", tmp_path / "light"
+    write_row(base, "ae", rfid=4.0, gfid=6.0, probe=0.78, nll=30.0)
+    write_row(base, "maetok", rfid=9.0, gfid=10.0, probe=0.73, nll=25.0)
+    write_row(light, "maetok", rfid=5.0, gfid=5.5, probe=0.80, nll=31.0)
+    png = tmp_path / "fig" / "gfid.png"
+    r = run("--arm", f"baseline:0={base}", "--arm", f"light:0={light}", "--figure", str(png))
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import tiny_study
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    records = tiny_study.collect([("baseline", 0, base), ("light", 0, light)])
+    # the final gFID is drawn at the generator's last logged step; a shared row keeps its arm's step
+    assert {(r["arm"], r["tok"], r["shared"], r["last_step"]) for r in records} == {
+        ("baseline", "ae", False, 800), ("baseline", "maetok", False, 800),
+        ("light", "ae", True, 800), ("light", "maetok", False, 800)}
 
 
 def test_a_partly_built_row_names_the_missing_files(tmp_path):
